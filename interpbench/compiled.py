@@ -1,0 +1,305 @@
+"""CompiledCase: a verified model, its evaluation inputs and outputs, and its ground truth.
+
+`compile_case` runs the compile stage once per content key and caches the result as
+npz + JSON; later loads never import JAX or tracr's compiler.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from interpbench.case import Case
+from interpbench.errors import VerificationError
+from interpbench.ground_truth import GroundTruth, same_value
+from interpbench.storage import atomic_write_bytes, content_hash, jsonable, npz_bytes, read_npz
+from interpbench.weights import ModelWeights
+
+FORMAT_VERSION = 1
+RESIDUAL_ATOL = 1e-6
+PATTERN_ATOL = 1e-4  # attention is a softmax at inverse temperature ~100, not a hard max
+DATA_SEED = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class CompiledCase:
+    """A compiled, verified case. Methods see this (and torch) only.
+
+    Attributes:
+        case: The case it was compiled from.
+        key: Content hash of everything that determines the artefacts.
+        weights: The model's parameters.
+        tokens: [n, max_seq_len + 1] evaluation input ids, BOS first, PAD-filled.
+        lengths: [n] input lengths (BOS excluded).
+        outputs: [n, pos] true outputs (class index, or value if numerical); NaN where undefined.
+        truth: Ground truth at all levels.
+        numeric_values: Values a numerical output can take (for decoding), else None.
+        info: Versions and verification figures recorded at compile time.
+    """
+
+    case: Case
+    key: str
+    weights: ModelWeights
+    tokens: np.ndarray
+    lengths: np.ndarray
+    outputs: np.ndarray
+    truth: GroundTruth
+    numeric_values: tuple[float, ...] | None
+    info: dict[str, Any]
+
+    @functools.cached_property
+    def model(self) -> Any:
+        """The torch runtime (built on first use)."""
+        from interpbench.runtime import build_runtime
+
+        return build_runtime(self.weights)
+
+    @property
+    def inputs(self) -> list[list[Any]]:
+        """Evaluation inputs as token values."""
+        toks = self.weights.input_tokens
+        return [[toks[i] for i in row[1 : n + 1]] for row, n in zip(self.tokens, self.lengths)]
+
+    @property
+    def n_positions(self) -> int:
+        return int(self.tokens.shape[1])
+
+    def encode(self, inputs: Sequence[Sequence[Any]]) -> tuple[np.ndarray, np.ndarray]:
+        """Token values -> (ids [n, max_seq_len + 1], lengths)."""
+        index = {v: i for i, v in enumerate(self.weights.input_tokens)}
+        t = self.case.max_seq_len + 1
+        ids = np.full((len(inputs), t), self.weights.pad_id, dtype=np.int64)
+        ids[:, 0] = self.weights.bos_id
+        for b, xs in enumerate(inputs):
+            if len(xs) > self.case.max_seq_len:
+                raise ValueError(f"input longer than max_seq_len {self.case.max_seq_len}: {list(xs)}")
+            ids[b, 1 : len(xs) + 1] = [index[jsonable(x)] for x in xs]
+        return ids, np.array([len(xs) for xs in inputs], dtype=np.int64)
+
+    def decode(self, logits: np.ndarray) -> np.ndarray:
+        """Read-out -> class index (categorical) or nearest attainable value (numerical)."""
+        if self.weights.categorical:
+            return logits.argmax(-1).astype(np.float64)
+        raw = logits[..., 0]
+        if not self.numeric_values:
+            return raw
+        vals = np.asarray(self.numeric_values)
+        return vals[np.abs(raw[..., None] - vals).argmin(-1)]
+
+    def targets(self) -> np.ndarray:
+        """Attribution target class per (input, position): the true output class (0 if undefined)."""
+        if not self.weights.categorical:
+            return np.zeros(self.outputs.shape, dtype=np.int64)
+        return np.nan_to_num(self.outputs, nan=0.0).astype(np.int64)
+
+    def save(self, folder: Path) -> None:
+        """Writes the artefact folder; `manifest.json` (file hashes) is written last."""
+        self.weights.save(folder)
+        atomic_write_bytes(
+            folder / "data.npz",
+            npz_bytes({"tokens": self.tokens, "lengths": self.lengths, "outputs": self.outputs}),
+        )
+        atomic_write_bytes(folder / "truth.npz", npz_bytes(self.truth.arrays()))
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "case": self.case.full_name,
+            "key": self.key,
+            "numeric_values": None if self.numeric_values is None else list(self.numeric_values),
+            "info": self.info,
+            "truth": self.truth.meta(),
+        }
+        atomic_write_bytes(folder / "case.json", json.dumps(meta, indent=1).encode())
+        files = ["weights.npz", "model.json", "data.npz", "truth.npz", "case.json"]
+        manifest = {f: hashlib.sha256((folder / f).read_bytes()).hexdigest() for f in files}
+        atomic_write_bytes(folder / "manifest.json", json.dumps(manifest, indent=1).encode())
+
+    @classmethod
+    def load(cls, case: Case, folder: Path) -> CompiledCase:
+        """Reads a folder written by `save`, checking file hashes first."""
+        manifest = json.loads((folder / "manifest.json").read_text())
+        for f, digest in manifest.items():
+            if hashlib.sha256((folder / f).read_bytes()).hexdigest() != digest:
+                raise ValueError(f"{folder / f} does not match its recorded hash")
+        meta = json.loads((folder / "case.json").read_text())
+        data = read_npz(folder / "data.npz")
+        nv = meta["numeric_values"]
+        return cls(
+            case=case,
+            key=meta["key"],
+            weights=ModelWeights.load(folder),
+            tokens=data["tokens"],
+            lengths=data["lengths"],
+            outputs=data["outputs"],
+            truth=GroundTruth.from_saved(read_npz(folder / "truth.npz"), meta["truth"]),
+            numeric_values=None if nv is None else tuple(nv),
+            info=meta["info"],
+        )
+
+
+def cache_root() -> Path:
+    """Where compiled cases are cached: $INTERPBENCH_CACHE or ~/.cache/interpbench."""
+    return Path(os.environ.get("INTERPBENCH_CACHE", Path.home() / ".cache" / "interpbench"))
+
+
+def case_key(case: Case) -> str:
+    """Content key: program text and graph, vocab, length, options, versions."""
+    from importlib.metadata import version
+
+    from interpbench import __version__
+    from interpbench.program import graph_json, relabel
+
+    program = relabel(case.program())
+    d = case.domain
+    return content_hash(
+        {
+            "format": FORMAT_VERSION,
+            "source": case.source(),
+            "graph": graph_json(program),
+            "vocab": [jsonable(v) for v in case.vocab],
+            "max_seq_len": case.max_seq_len,
+            "causal": case.causal,
+            "mlp_exactness": case.mlp_exactness,
+            "n_eval": case.n_eval,
+            "domain": [d.min_len, d.max_len, d.distinct, d.alphabet, repr(d.predicate and d.predicate.__name__)],
+            "tracr": version("tracr-pypi"),
+            "interpbench": __version__,
+        }
+    )
+
+
+def compile_case(case: Case, *, use_cache: bool = True) -> CompiledCase:
+    """Compiles (or loads from cache) and verifies a case.
+
+    Raises:
+        CompileError: tracr refuses the program.
+        VerificationError: the model disagrees with RASP or with tracr's forward.
+    """
+    key = case_key(case)
+    folder = cache_root() / "compiled" / f"{case.suite}__{case.name}-{key}"
+    if use_cache and (folder / "manifest.json").exists():
+        try:
+            return CompiledCase.load(case, folder)
+        except (OSError, ValueError, KeyError, json.JSONDecodeError):
+            shutil.rmtree(folder, ignore_errors=True)  # corrupt: rebuild below
+    compiled = _compile_fresh(case, key)
+    if use_cache:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+        try:
+            compiled.save(tmp)
+            if folder.exists():
+                shutil.rmtree(folder, ignore_errors=True)
+            os.replace(tmp, folder)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return compiled
+
+
+def _compile_fresh(case: Case, key: str) -> CompiledCase:
+    from interpbench import compile as stage
+    from interpbench.ground_truth import compute_ground_truth
+    from interpbench.program import evaluate, graph_json
+
+    case.validate()
+    stages = stage.rasp_to_stages(case)
+    weights = stage.stages_to_weights(stages, case)
+    components, edges = stage.stages_to_components(stages)
+    rng = np.random.default_rng([DATA_SEED, int(content_hash(case.full_name), 16) % (2**32)])
+    inputs = case.domain.sample(rng, case.n_eval, case.vocab, case.max_seq_len)
+    truth = compute_ground_truth(case, stages.program, inputs, components, edges, graph_json(stages.program))
+    numeric = None if weights.categorical else tuple(float(v) for v in stages.output_value_set)
+    out_index = {v: i for i, v in enumerate(weights.output_values or ())}
+    t = case.max_seq_len + 1
+    outputs = np.full((len(inputs), t), np.nan)
+    for b, xs in enumerate(inputs):
+        for i, v in enumerate(evaluate(stages.program, xs)):
+            if v is not None:
+                outputs[b, i + 1] = out_index[jsonable(v)] if weights.categorical else float(v)
+    draft = CompiledCase(case, key, weights, np.zeros((0, t), np.int64), np.zeros(0, np.int64),
+                         outputs, truth, numeric, {})  # fmt: skip
+    tokens, lengths = draft.encode(inputs)
+    compiled = dataclasses.replace(draft, tokens=tokens, lengths=lengths)
+    info = verify(compiled, stages)
+    info.update({"tracr_version": stage.tracr_version(), "n_layers": weights.n_layers,
+                 "n_heads": weights.n_heads, "d_model": weights.d_model})  # fmt: skip
+    return dataclasses.replace(compiled, info=info)
+
+
+def verify(compiled: CompiledCase, stages: Any) -> dict[str, Any]:
+    """Checks the runtime against RASP (decoded outputs), tracr (residuals) and the true patterns.
+
+    Returns the verification figures; raises VerificationError naming the case and the
+    first mismatching input.
+    """
+    import torch
+
+    from interpbench import compile as stage
+
+    name = compiled.case.full_name
+    model = compiled.model
+    tokens = torch.from_numpy(compiled.tokens)
+    names = ["hook_embed", "hook_pos_embed"]
+    for l in range(compiled.weights.n_layers):
+        names += [f"blocks.{l}.hook_resid_mid", f"blocks.{l}.hook_resid_post", f"blocks.{l}.attn.hook_pattern"]
+    logits, cache = model.run_with_cache(tokens, names)
+    decoded = compiled.decode(logits.numpy())
+    truth = compiled.truth
+    defined = truth.valid_out
+    for b in range(len(compiled.tokens)):
+        for p in np.flatnonzero(defined[b]):
+            if not same_value(float(decoded[b, p]), float(compiled.outputs[b, p])):
+                raise VerificationError(
+                    f"{name}: compiled model disagrees with RASP on input {compiled.inputs[b]} "
+                    f"at position {p - 1}: model {_show(compiled, decoded[b, p])}, "
+                    f"RASP {_show(compiled, compiled.outputs[b, p])}"
+                )
+    ours = [cache["hook_embed"] + cache["hook_pos_embed"]]
+    for l in range(compiled.weights.n_layers):
+        ours += [cache[f"blocks.{l}.hook_resid_mid"], cache[f"blocks.{l}.hook_resid_post"]]
+    worst = 0.0
+    for length in sorted(set(compiled.lengths.tolist())):
+        rows = np.flatnonzero(compiled.lengths == length)
+        theirs = stage.tracr_residuals(stages, compiled.tokens[rows], length)
+        for mine, ref in zip(ours, theirs):
+            diff = np.abs(mine.numpy()[rows, : length + 1] - ref).max(axis=(1, 2))
+            worst = max(worst, float(diff.max()))
+            if diff.max() > RESIDUAL_ATOL:
+                bad = rows[int(diff.argmax())]
+                raise VerificationError(
+                    f"{name}: residual stream differs from tracr's by {diff.max():.2e} "
+                    f"on input {compiled.inputs[bad]}"
+                )
+    worst_pattern = 0.0
+    for comp_name, pattern in truth.patterns.items():
+        c = truth.component(comp_name)
+        got = cache[f"blocks.{c.layer}.attn.hook_pattern"][:, c.head].numpy()
+        err = np.where(truth.pattern_rows[:, :, None], np.abs(got - pattern), 0.0).max(axis=(1, 2))
+        worst_pattern = max(worst_pattern, float(err.max()))
+        if err.max() > PATTERN_ATOL:
+            bad = int(err.argmax())
+            raise VerificationError(
+                f"{name}: head {comp_name} ({c.node}) attention differs from its selector by "
+                f"{err.max():.2e} on input {compiled.inputs[bad]}"
+            )
+    return {
+        "verified_positions": int(defined.sum()),
+        "undefined_positions": truth.n_undefined_outputs,
+        "max_residual_error": worst,
+        "max_pattern_error": worst_pattern,
+    }
+
+
+def _show(compiled: CompiledCase, v: float) -> Any:
+    if compiled.weights.categorical and not np.isnan(v):
+        return compiled.weights.output_values[int(v)]
+    return v

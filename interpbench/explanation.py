@@ -1,0 +1,65 @@
+"""Explanation: what a method returns, saved as npz + JSON before anything scores it."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from interpbench.storage import atomic_write_bytes, npz_bytes, read_npz
+
+KINDS = ("token_relevance", "head_patterns", "program", "circuit")
+
+
+@dataclasses.dataclass(frozen=True)
+class Explanation:
+    """One method's explanation of one compiled case.
+
+    Attributes:
+        token_relevance: R [n, out_pos, in_pos] in model coordinates (captum's
+            orientation: one relevance row per output position).
+        head_patterns: {head name such as `L0H1`: [n, query, key]} predicted attention.
+        program: Source text of a recovered program (Python or RASP).
+        circuit: Score per component or edge name.
+        diagnostics: Free-form numbers the method wants recorded (JSON-safe).
+    """
+
+    token_relevance: np.ndarray | None = None
+    head_patterns: dict[str, np.ndarray] | None = None
+    program: str | None = None
+    circuit: dict[str, float] | None = None
+    diagnostics: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """Which kinds this explanation carries."""
+        return tuple(k for k in KINDS if getattr(self, k) is not None)
+
+    def save(self, folder: Path) -> None:
+        """Writes `explanation.npz` and `explanation.json` atomically."""
+        arrays: dict[str, np.ndarray] = {}
+        if self.token_relevance is not None:
+            arrays["token_relevance"] = np.asarray(self.token_relevance, dtype=np.float64)
+        for k, v in (self.head_patterns or {}).items():
+            arrays[f"head_pattern.{k}"] = np.asarray(v, dtype=np.float64)
+        atomic_write_bytes(folder / "explanation.npz", npz_bytes(arrays))
+        meta = {"program": self.program, "circuit": self.circuit, "diagnostics": self.diagnostics,
+                "has_head_patterns": self.head_patterns is not None}  # fmt: skip
+        atomic_write_bytes(folder / "explanation.json", json.dumps(meta, indent=1).encode())
+
+    @classmethod
+    def load(cls, folder: Path) -> Explanation:
+        """Reads the form written by `save`."""
+        arrays = read_npz(folder / "explanation.npz")
+        meta = json.loads((folder / "explanation.json").read_text())
+        patterns = {k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith("head_pattern.")}
+        return cls(
+            token_relevance=arrays.get("token_relevance"),
+            head_patterns=patterns if meta.get("has_head_patterns") else None,
+            program=meta.get("program"),
+            circuit=meta.get("circuit"),
+            diagnostics=meta.get("diagnostics", {}),
+        )

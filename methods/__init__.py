@@ -1,0 +1,1 @@
+"""Built-in method adapters: each module registers methods with `@interpbench.method`."""

@@ -1,0 +1,1 @@
+"""Built-in suites: each module declares cases with `@interpbench.case`."""
