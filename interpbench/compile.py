@@ -51,11 +51,6 @@ class TracrStages:
     craft_model: transformers.SeriesWithResiduals
     assembled: assemble.AssembledTransformerModel
 
-    @property
-    def output_value_set(self) -> list[Any]:
-        """Values the program's output can take (basis inference)."""
-        return sorted(self.sink[nodes.VALUE_SET], key=lambda v: (str(type(v)), v))
-
 
 def build_program(case: Case) -> rasp.SOp:
     """A fresh program from the case's factory, with stable labels."""

@@ -21,12 +21,13 @@ import numpy as np
 
 from interpbench.case import Case
 from interpbench.errors import VerificationError
-from interpbench.ground_truth import GroundTruth, same_value
+from interpbench.ground_truth import GroundTruth
 from interpbench.storage import atomic_write_bytes, content_hash, jsonable, npz_bytes, read_npz
 from interpbench.weights import ModelWeights
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 RESIDUAL_ATOL = 1e-6
+NUMERIC_OUTPUT_ATOL = 1e-4  # numerical read-outs are real numbers; tracr's numerical MLPs approximate
 PATTERN_ATOL = 1e-4  # attention is a softmax at inverse temperature ~100, not a hard max
 DATA_SEED = 0
 
@@ -43,7 +44,6 @@ class CompiledCase:
         lengths: [n] input lengths (BOS excluded).
         outputs: [n, pos] true outputs (class index, or value if numerical); NaN where undefined.
         truth: Ground truth at all levels.
-        numeric_values: Values a numerical output can take (for decoding), else None.
         info: Versions and verification figures recorded at compile time.
     """
 
@@ -54,7 +54,6 @@ class CompiledCase:
     lengths: np.ndarray
     outputs: np.ndarray
     truth: GroundTruth
-    numeric_values: tuple[float, ...] | None
     info: dict[str, Any]
 
     @functools.cached_property
@@ -74,6 +73,10 @@ class CompiledCase:
     def n_positions(self) -> int:
         return int(self.tokens.shape[1])
 
+    def head_names(self) -> list[str]:
+        """Every head of the model, `L{layer}H{head}`, padding heads included."""
+        return [f"L{l}H{h}" for l in range(self.weights.n_layers) for h in range(self.weights.n_heads)]
+
     def encode(self, inputs: Sequence[Sequence[Any]]) -> tuple[np.ndarray, np.ndarray]:
         """Token values -> (ids [n, max_seq_len + 1], lengths)."""
         index = {v: i for i, v in enumerate(self.weights.input_tokens)}
@@ -87,14 +90,10 @@ class CompiledCase:
         return ids, np.array([len(xs) for xs in inputs], dtype=np.int64)
 
     def decode(self, logits: np.ndarray) -> np.ndarray:
-        """Read-out -> class index (categorical) or nearest attainable value (numerical)."""
+        """Read-out -> class index (categorical) or the scalar itself (numerical)."""
         if self.weights.categorical:
             return logits.argmax(-1).astype(np.float64)
-        raw = logits[..., 0]
-        if not self.numeric_values:
-            return raw
-        vals = np.asarray(self.numeric_values)
-        return vals[np.abs(raw[..., None] - vals).argmin(-1)]
+        return logits[..., 0]
 
     def targets(self) -> np.ndarray:
         """Attribution target class per (input, position): the true output class (0 if undefined)."""
@@ -114,7 +113,6 @@ class CompiledCase:
             "format_version": FORMAT_VERSION,
             "case": self.case.full_name,
             "key": self.key,
-            "numeric_values": None if self.numeric_values is None else list(self.numeric_values),
             "info": self.info,
             "truth": self.truth.meta(),
         }
@@ -132,7 +130,6 @@ class CompiledCase:
                 raise ValueError(f"{folder / f} does not match its recorded hash")
         meta = json.loads((folder / "case.json").read_text())
         data = read_npz(folder / "data.npz")
-        nv = meta["numeric_values"]
         return cls(
             case=case,
             key=meta["key"],
@@ -141,7 +138,6 @@ class CompiledCase:
             lengths=data["lengths"],
             outputs=data["outputs"],
             truth=GroundTruth.from_saved(read_npz(folder / "truth.npz"), meta["truth"]),
-            numeric_values=None if nv is None else tuple(nv),
             info=meta["info"],
         )
 
@@ -217,7 +213,6 @@ def _compile_fresh(case: Case, key: str) -> CompiledCase:
     rng = np.random.default_rng([DATA_SEED, int(content_hash(case.full_name), 16) % (2**32)])
     inputs = case.domain.sample(rng, case.n_eval, case.vocab, case.max_seq_len)
     truth = compute_ground_truth(case, stages.program, inputs, components, edges, graph_json(stages.program))
-    numeric = None if weights.categorical else tuple(float(v) for v in stages.output_value_set)
     out_index = {v: i for i, v in enumerate(weights.output_values or ())}
     t = case.max_seq_len + 1
     outputs = np.full((len(inputs), t), np.nan)
@@ -226,7 +221,7 @@ def _compile_fresh(case: Case, key: str) -> CompiledCase:
             if v is not None:
                 outputs[b, i + 1] = out_index[jsonable(v)] if weights.categorical else float(v)
     draft = CompiledCase(case, key, weights, np.zeros((0, t), np.int64), np.zeros(0, np.int64),
-                         outputs, truth, numeric, {})  # fmt: skip
+                         outputs, truth, {})  # fmt: skip
     tokens, lengths = draft.encode(inputs)
     compiled = dataclasses.replace(draft, tokens=tokens, lengths=lengths)
     info = verify(compiled, stages)
@@ -255,9 +250,10 @@ def verify(compiled: CompiledCase, stages: Any) -> dict[str, Any]:
     decoded = compiled.decode(logits.numpy())
     truth = compiled.truth
     defined = truth.valid_out
+    tol = 0.0 if compiled.weights.categorical else NUMERIC_OUTPUT_ATOL
     for b in range(len(compiled.tokens)):
         for p in np.flatnonzero(defined[b]):
-            if not same_value(float(decoded[b, p]), float(compiled.outputs[b, p])):
+            if abs(float(decoded[b, p]) - float(compiled.outputs[b, p])) > tol:
                 raise VerificationError(
                     f"{name}: compiled model disagrees with RASP on input {compiled.inputs[b]} "
                     f"at position {p - 1}: model {_show(compiled, decoded[b, p])}, "

@@ -1,0 +1,41 @@
+"""Provenance recorded in every leaderboard row: versions, git SHA and creation time."""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import subprocess
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+
+def _version(dist: str) -> str:
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+@functools.cache
+def git_sha() -> str:
+    """SHA of the interpbench checkout, or "unknown" outside git."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5, check=True)  # fmt: skip
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def provenance() -> dict[str, str]:
+    """Columns every row carries."""
+    from interpbench import __version__
+
+    return {
+        "interpbench_version": __version__,
+        "tracr_version": _version("tracr-pypi"),
+        "torch_version": _version("torch"),
+        "captum_version": _version("captum"),
+        "git_sha": git_sha(),
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }

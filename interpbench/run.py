@@ -1,0 +1,207 @@
+"""Runs: a grid of cells (case x variant x method x seed), each saved then scored, resumable.
+
+Run directory layout (all open formats, no pickles):
+    run.json                                  grid spec, versions, created_at
+    cases/{suite}__{case}/                    compiled artefacts + ground truth (see export)
+    cells/{suite}__{case}/{variant}/{method}/seed{n}/
+        explanation.npz, explanation.json     what the method returned
+        cell.json                             params, seconds, status (written last)
+        rows.parquet                          scored rows
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from interpbench.case import Case
+from interpbench.compiled import CompiledCase, compile_case
+from interpbench.errors import BadInputError
+from interpbench.explanation import Explanation
+from interpbench.method import Method
+from interpbench.metrics import aggregate, applicable
+from interpbench.provenance import provenance
+from interpbench.storage import atomic_write_bytes, atomic_write_json
+
+VARIANTS = ("base",)
+RUN_FORMAT = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """One unit of work: explain one case variant with one method under one seed."""
+
+    case: str
+    variant: str
+    method: str
+    seed: int
+
+    def folder(self, run_dir: Path) -> Path:
+        suite, name = self.case.split("/", 1)
+        return run_dir / "cells" / f"{suite}__{name}" / self.variant / self.method / f"seed{self.seed}"
+
+
+def plan(cases: Sequence[Case], methods: Sequence[type[Method]], variants: Sequence[str], seeds: Sequence[int]) -> list[Cell]:
+    """The grid in a stable order (case-major, so each case is compiled once)."""
+    for v in variants:
+        if v not in VARIANTS:
+            from interpbench.registry import unknown_name_message
+
+            raise BadInputError(unknown_name_message("variant", v, list(VARIANTS)))
+    return [Cell(c.full_name, v, m.name, s) for c in cases for v in variants for m in methods for s in seeds]
+
+
+def case_folder(run_dir: Path, case: Case) -> Path:
+    return run_dir / "cases" / f"{case.suite}__{case.name}"
+
+
+def score_explanation(
+    explanation: Explanation, compiled: CompiledCase, cell: Cell, method_cls: type[Method], params: dict[str, Any],
+    seconds: float, info: dict[str, Any],
+) -> pd.DataFrame:
+    """Long-format rows, one per applicable metric, with provenance."""
+    rows = []
+    for m in applicable(explanation):
+        s = aggregate(m.fn(explanation, compiled.truth), seed=cell.seed)
+        rows.append({
+            "suite": compiled.case.suite, "case": compiled.case.name, "variant": cell.variant,
+            "method": cell.method, "family": method_cls.family, "metric": m.name, "level": m.level,
+            "higher_is_better": m.higher_is_better, "value": s.value, "ci_low": s.ci_low,
+            "ci_high": s.ci_high, "n": s.n, "n_undefined": s.n_undefined, "seconds": seconds,
+            "seed": cell.seed, "params": json.dumps(params, sort_keys=True, default=str),
+            "zero_rows_share": zero_rows_share(explanation, compiled),
+            **info,
+        })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def zero_rows_share(explanation: Explanation, compiled: CompiledCase) -> float:
+    """Share of defined output rows whose relevance is all zero (vanishing gradients show here)."""
+    r = explanation.token_relevance
+    if r is None:
+        return float("nan")
+    t = compiled.truth
+    rows = [np.all(r[b, i, t.valid_in[b]] == 0) for b, i in zip(*np.nonzero(t.valid_out))]
+    return float(np.mean(rows)) if rows else float("nan")
+
+
+def run_cell(cell: Cell, compiled: CompiledCase, method_cls: type[Method], run_dir: Path, info: dict[str, Any]) -> pd.DataFrame:
+    """Explains, saves the explanation, scores it, and marks the cell done (in that order)."""
+    folder = cell.folder(run_dir)
+    if folder.exists():
+        shutil.rmtree(folder)  # unfinished leftovers of an interrupted run
+    folder.mkdir(parents=True)
+    instance = method_cls()
+    start = time.perf_counter()
+    explanation = instance.explain(compiled, seed=cell.seed)
+    seconds = time.perf_counter() - start
+    explanation.save(folder)
+    params = instance.params()
+    rows = score_explanation(explanation, compiled, cell, method_cls, params, seconds, info)
+    atomic_write_bytes(folder / "rows.parquet", _parquet_bytes(rows))
+    atomic_write_json(folder / "cell.json", {
+        **dataclasses.asdict(cell), "family": method_cls.family, "method_version": method_cls.version,
+        "params": params, "seconds": seconds, "status": "ok", "case_key": compiled.key,
+    })  # fmt: skip
+    return rows
+
+
+def _parquet_bytes(df: pd.DataFrame) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    df.to_parquet(buf, index=False)
+    return buf.getvalue()
+
+
+def is_done(cell: Cell, run_dir: Path) -> bool:
+    """A cell is finished once its cell.json (written last) says ok."""
+    path = cell.folder(run_dir) / "cell.json"
+    try:
+        return json.loads(path.read_text()).get("status") == "ok"
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def run_grid(
+    cases: Sequence[Case],
+    methods: Sequence[type[Method]],
+    run_dir: Path,
+    *,
+    variants: Sequence[str] = ("base",),
+    seeds: Sequence[int] = (0,),
+    on_progress: Callable[[str], None] | None = None,
+) -> pd.DataFrame:
+    """Runs every cell not already finished in `run_dir` and returns all rows of the run."""
+    cells = plan(cases, methods, variants, seeds)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    info = provenance()
+    spec_path = run_dir / "run.json"
+    if not spec_path.exists():
+        atomic_write_json(spec_path, {
+            "format": RUN_FORMAT, "cells": [dataclasses.asdict(c) for c in cells], "created_at": info["created_at"],
+        })  # fmt: skip
+    by_name = {c.full_name: c for c in cases}
+    method_by_name = {m.name: m for m in methods}
+    compiled: dict[str, CompiledCase] = {}
+    for cell in cells:
+        if on_progress:
+            on_progress(f"{cell.case} {cell.method}")
+        if is_done(cell, run_dir):
+            continue
+        if cell.case not in compiled:
+            compiled.clear()  # keep one case in memory at a time
+            cc = compile_case(by_name[cell.case])
+            folder = case_folder(run_dir, cc.case)
+            if not (folder / "manifest.json").exists():
+                cc.save(folder)
+            compiled[cell.case] = cc
+        run_cell(cell, compiled[cell.case], method_by_name[cell.method], run_dir, info)
+    return collect_rows(run_dir)
+
+
+def collect_rows(run_dir: Path) -> pd.DataFrame:
+    """All scored rows of finished cells, in a stable order."""
+    frames = [pd.read_parquet(p) for p in sorted((run_dir / "cells").glob("*/*/*/*/rows.parquet"))
+              if (p.parent / "cell.json").exists()]  # fmt: skip
+    if not frames:
+        return pd.DataFrame()
+    df = pd.concat(frames, ignore_index=True)
+    return df.sort_values(["suite", "case", "variant", "method", "seed", "metric"], kind="stable").reset_index(drop=True)
+
+
+def rescore(run_dir: Path) -> pd.DataFrame:
+    """Recomputes every row from saved explanations and ground truth, without running methods."""
+    from interpbench.case import get_case
+    from interpbench.method import get_method
+
+    if not (run_dir / "cells").is_dir():
+        raise BadInputError(f"{run_dir} is not a run directory (no cells/ folder)")
+    loaded: dict[str, CompiledCase] = {}
+    for meta_path in sorted((run_dir / "cells").glob("*/*/*/*/cell.json")):
+        meta = json.loads(meta_path.read_text())
+        cell = Cell(meta["case"], meta["variant"], meta["method"], int(meta["seed"]))
+        if cell.case not in loaded:
+            case = get_case(cell.case)
+            loaded[cell.case] = CompiledCase.load(case, case_folder(run_dir, case))
+        method_cls = get_method(cell.method)
+        explanation = Explanation.load(meta_path.parent)
+        old = pd.read_parquet(meta_path.parent / "rows.parquet")
+        info = {k: old[k].iloc[0] for k in provenance() if k in old.columns and len(old)} or provenance()
+        rows = score_explanation(explanation, loaded[cell.case], cell, method_cls, meta["params"], meta["seconds"], info)
+        atomic_write_bytes(meta_path.parent / "rows.parquet", _parquet_bytes(rows))
+    return collect_rows(run_dir)
+
+
+def default_run_dir() -> Path:
+    """results/runs/<UTC timestamp>."""
+    return Path("results") / "runs" / dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
