@@ -142,6 +142,10 @@ def run_grid(
     on_progress: Callable[[str], None] | None = None,
 ) -> pd.DataFrame:
     """Runs every cell not already finished in `run_dir` and returns all rows of the run."""
+    import torch
+
+    # The models are tiny: intra-op threads only spin; parallelism belongs to processes.
+    torch.set_num_threads(1)
     cells = plan(cases, methods, variants, seeds)
     run_dir.mkdir(parents=True, exist_ok=True)
     info = provenance()
