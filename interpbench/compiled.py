@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import inspect
 import json
 import os
 import shutil
@@ -166,11 +167,21 @@ def case_key(case: Case) -> str:
             "causal": case.causal,
             "mlp_exactness": case.mlp_exactness,
             "n_eval": case.n_eval,
-            "domain": [d.min_len, d.max_len, d.distinct, d.alphabet, repr(d.predicate and d.predicate.__name__)],
+            "domain": [d.min_len, d.max_len, d.distinct, d.alphabet, _source(d.predicate)],
             "tracr": version("tracr-pypi"),
             "interpbench": __version__,
         }
     )
+
+
+def _source(fn: Any) -> str | None:
+    """Source text of a callable (for content keys), or its qualified name if unavailable."""
+    if fn is None:
+        return None
+    try:
+        return inspect.getsource(fn)
+    except (OSError, TypeError):
+        return getattr(fn, "__qualname__", repr(type(fn)))
 
 
 def compile_case(case: Case, *, use_cache: bool = True) -> CompiledCase:
@@ -253,7 +264,7 @@ def verify(compiled: CompiledCase, stages: Any) -> dict[str, Any]:
     tol = 0.0 if compiled.weights.categorical else NUMERIC_OUTPUT_ATOL
     for b in range(len(compiled.tokens)):
         for p in np.flatnonzero(defined[b]):
-            if abs(float(decoded[b, p]) - float(compiled.outputs[b, p])) > tol:
+            if not abs(float(decoded[b, p]) - float(compiled.outputs[b, p])) <= tol:  # NaN fails
                 raise VerificationError(
                     f"{name}: compiled model disagrees with RASP on input {compiled.inputs[b]} "
                     f"at position {p - 1}: model {_show(compiled, decoded[b, p])}, "
@@ -268,8 +279,8 @@ def verify(compiled: CompiledCase, stages: Any) -> dict[str, Any]:
         theirs = stage.tracr_residuals(stages, compiled.tokens[rows], length)
         for mine, ref in zip(ours, theirs):
             diff = np.abs(mine.numpy()[rows, : length + 1] - ref).max(axis=(1, 2))
-            worst = max(worst, float(diff.max()))
-            if diff.max() > RESIDUAL_ATOL:
+            worst = max(worst, float(np.nan_to_num(diff.max(), nan=np.inf)))
+            if not diff.max() <= RESIDUAL_ATOL:  # NaN fails
                 bad = rows[int(diff.argmax())]
                 raise VerificationError(
                     f"{name}: residual stream differs from tracr's by {diff.max():.2e} "
@@ -280,8 +291,8 @@ def verify(compiled: CompiledCase, stages: Any) -> dict[str, Any]:
         c = truth.component(comp_name)
         got = cache[f"blocks.{c.layer}.attn.hook_pattern"][:, c.head].numpy()
         err = np.where(truth.pattern_rows[:, :, None], np.abs(got - pattern), 0.0).max(axis=(1, 2))
-        worst_pattern = max(worst_pattern, float(err.max()))
-        if err.max() > PATTERN_ATOL:
+        worst_pattern = max(worst_pattern, float(np.nan_to_num(err.max(), nan=np.inf)))
+        if not err.max() <= PATTERN_ATOL:  # NaN fails
             bad = int(err.argmax())
             raise VerificationError(
                 f"{name}: head {comp_name} ({c.node}) attention differs from its selector by "

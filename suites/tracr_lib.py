@@ -20,6 +20,11 @@ def at_most_two_a(xs: Sequence[Hashable]) -> bool:
     return list(xs).count("a") <= 2
 
 
+def at_most_twice_each(xs: Sequence[Hashable]) -> bool:
+    """No token occurs more than twice."""
+    return all(list(xs).count(x) <= 2 for x in xs)
+
+
 def even_length(xs: Sequence[Hashable]) -> bool:
     """Odd-length bracket strings are never balanced."""
     return len(xs) % 2 == 0
@@ -37,13 +42,13 @@ def reverse():
     return lib.make_reverse(rasp.tokens)
 
 
-@case(vocab=LETTERS, max_seq_len=5, reference=REF)
+@case(vocab=("a", "b", "c"), max_seq_len=5, domain=Domain(min_len=3, predicate=at_most_twice_each), reference=REF)
 def hist():
     """Each position holds how often its token occurs in the input."""
     return lib.make_hist()
 
 
-@case(vocab=(1, 2, 3, 4, 5), max_seq_len=5, domain=Domain(distinct=True), reference=REF)
+@case(vocab=(1, 2, 3, 4, 5, 6), max_seq_len=5, domain=Domain(min_len=2, distinct=True), reference=REF)
 def sort_unique():
     """Sorts inputs of distinct tokens in increasing order."""
     return lib.make_sort_unique(rasp.tokens, rasp.tokens)
