@@ -55,8 +55,12 @@ def _methods_info() -> list[dict[str, Any]]:
     from interpbench.discovery import BROKEN
     from interpbench.method import list_methods
 
-    info = [{"name": m.name, "family": m.family, "kinds": list(m.kinds), "version": m.version,
-             "params": m.defaults, "available": True, "reason": None} for m in list_methods()]  # fmt: skip
+    info = []
+    for m in list_methods():
+        why = m.unavailable()
+        info.append({"name": m.name, "family": m.family, "kinds": list(m.kinds), "version": m.version,
+                     "params": m.defaults, "available": why is None,
+                     "reason": None if why is None else f"unavailable: {why}"})  # fmt: skip
     info += [{"name": name, "family": "unknown", "kinds": [], "version": None, "params": {},
               "available": False, "reason": f"unavailable: {why}"} for name, why in BROKEN["methods"].items()]  # fmt: skip
     return info
@@ -122,7 +126,13 @@ def _select(suite: list[str] | None, case: list[str] | None, method: list[str] |
     cases = [get_case(n) for n in split_names(case)] if case else list_cases(split_names(suite) or None)
     if case and suite:
         cases = [c for c in cases if c.suite in split_names(suite)]
-    methods = [get_method(n) for n in split_names(method)] if method else list_methods()
+    if method:
+        methods = [get_method(n) for n in split_names(method)]
+        for m in methods:
+            if m.unavailable():
+                raise BadInputError(f"method {m.name!r} is unavailable: {m.unavailable()}")
+    else:
+        methods = [m for m in list_methods() if not m.unavailable()]
     if not cases:
         raise BadInputError("the selection contains no case")
     return cases, methods

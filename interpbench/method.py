@@ -38,6 +38,15 @@ class Method:
                                 f"settings: {sorted(self.defaults)}")  # fmt: skip
         self.settings = {**self.defaults, **settings}
 
+    @classmethod
+    def unavailable(cls) -> str | None:
+        """Why this method cannot run here (missing dependency, unfaithful rules), or None.
+
+        An unavailable method is listed with its reason and left out of default grids;
+        asking for it by name is an error that quotes the reason.
+        """
+        return None
+
     def params(self) -> dict[str, Any]:
         """Every setting used, recorded with each leaderboard row."""
         return dict(self.settings)
