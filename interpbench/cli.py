@@ -180,7 +180,17 @@ def run(
     write_leaderboard(rows, run_dir)
     out.print(_table(f"run {run_dir}", ["method", "family", "auroc", "mean_rank", "cases", "seconds"],
                      method_summary(rows).values.tolist()))  # fmt: skip
+    _print_failures(run_dir)
     out.print(f"rows: {len(rows)}; leaderboard: {run_dir / 'leaderboard.parquet'}", highlight=False)
+
+
+def _print_failures(run_dir: Path) -> None:
+    from interpbench.run import collect_failures
+
+    failures = collect_failures(run_dir)
+    if failures:
+        out.print(_table(f"{len(failures)} failed cells", ["case", "method", "seed", "error"],
+                         [[f["case"], f["method"], f["seed"], f["error"]] for f in failures]))  # fmt: skip
 
 
 @app.command()

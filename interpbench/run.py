@@ -124,10 +124,10 @@ def _parquet_bytes(df: pd.DataFrame) -> bytes:
 
 
 def is_done(cell: Cell, run_dir: Path) -> bool:
-    """A cell is finished once its cell.json (written last) says ok."""
+    """A cell is finished once its cell.json (written last) says ok or failed."""
     path = cell.folder(run_dir) / "cell.json"
     try:
-        return json.loads(path.read_text()).get("status") == "ok"
+        return json.loads(path.read_text()).get("status") in ("ok", "failed")
     except (OSError, json.JSONDecodeError):
         return False
 
@@ -169,8 +169,31 @@ def run_grid(
             if not (folder / "manifest.json").exists():
                 cc.save(folder)
             compiled[cell.case] = cc
-        run_cell(cell, compiled[cell.case], method_by_name[cell.method], run_dir, info)
+        try:
+            run_cell(cell, compiled[cell.case], method_by_name[cell.method], run_dir, info)
+        except Exception as exc:  # one broken method or case must not stop the grid
+            record_failure(cell, run_dir, exc)
     return collect_rows(run_dir)
+
+
+def record_failure(cell: Cell, run_dir: Path, exc: BaseException) -> None:
+    """Marks a cell failed with a one-line reason; its explanation and rows are discarded."""
+    folder = cell.folder(run_dir)
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    atomic_write_json(folder / "cell.json", {**dataclasses.asdict(cell), "status": "failed",
+                                             "error": f"{type(exc).__name__}: {msg}"})  # fmt: skip
+
+
+def collect_failures(run_dir: Path) -> list[dict[str, Any]]:
+    """Every failed cell of a run with its reason."""
+    out = []
+    for path in sorted((run_dir / "cells").glob("*/*/*/*/cell.json")):
+        meta = json.loads(path.read_text())
+        if meta.get("status") == "failed":
+            out.append(meta)
+    return out
 
 
 def collect_rows(run_dir: Path) -> pd.DataFrame:
@@ -193,6 +216,8 @@ def rescore(run_dir: Path) -> pd.DataFrame:
     loaded: dict[str, CompiledCase] = {}
     for meta_path in sorted((run_dir / "cells").glob("*/*/*/*/cell.json")):
         meta = json.loads(meta_path.read_text())
+        if meta.get("status") != "ok":
+            continue
         cell = Cell(meta["case"], meta["variant"], meta["method"], int(meta["seed"]))
         if cell.case not in loaded:
             case = get_case(cell.case)

@@ -76,3 +76,19 @@ def test_resume_skips_finished_cells(baseline_run: tuple[Path, pd.DataFrame]) ->
     rows = run_grid([get_case(c) for c in CASES], methods, run_dir)
     assert marker.stat().st_mtime_ns == before
     assert len(rows) == len(collect_rows(run_dir)) == 3 * len(CASES)
+
+
+def test_a_failing_method_is_recorded_and_the_grid_goes_on(tmp_path: Path) -> None:
+    from interpbench.method import Method
+    from interpbench.run import collect_failures
+
+    class Exploding(Method):
+        name, family, kinds = "exploding", "baseline", ("token_relevance",)
+
+        def explain(self, case, *, seed=0):
+            raise RuntimeError("adapter bug\nsecond line")
+
+    rows = run_grid([get_case("tracr_lib/reverse")], [Exploding, get_method("oracle")], tmp_path)
+    assert set(rows["method"]) == {"oracle"}
+    (failure,) = collect_failures(tmp_path)
+    assert failure["method"] == "exploding" and failure["error"] == "RuntimeError: adapter bug"
