@@ -50,6 +50,7 @@ class TracrStages:
     sink: dict[str, Any]
     craft_model: transformers.SeriesWithResiduals
     assembled: assemble.AssembledTransformerModel
+    jit_forward: Any = None
 
 
 def build_program(case: Case) -> rasp.SOp:
@@ -287,8 +288,10 @@ def tracr_residuals(
 ) -> list[np.ndarray]:
     """tracr's own forward on same-length inputs: [embeddings, resid after each half-layer]."""
     a = stages.assembled
+    if stages.jit_forward is None:  # jitted once per case: one XLA compile per length, not per op
+        stages.jit_forward = jax.jit(a.forward)
     params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype=jnp.float64), a.params)
-    out = a.forward(params, jnp.asarray(token_ids[:, : length + 1]))
+    out = stages.jit_forward(params, jnp.asarray(token_ids[:, : length + 1]))
     t = out.transformer_output
     return [np.asarray(t.input_embeddings)] + [np.asarray(r) for r in t.residuals]
 
