@@ -1,4 +1,4 @@
-"""integrated_gradients on real tracr compiles with real captum: shapes, masks, completeness."""
+"""The captum gradient family on real tracr compiles: shapes, masks, closed forms, completeness, seeds."""
 
 from __future__ import annotations
 
@@ -12,7 +12,20 @@ from interpbench import BadInputError
 from interpbench.compiled import CompiledCase
 from interpbench.explanation import Explanation
 from interpbench.method import get_method
-from interpbench.methods.captum_attr import IntegratedGradients, expand_output_rows, pad_baseline
+from interpbench.methods.captum_attr import (
+    DEEPLIFT_REASON,
+    DeepLift,
+    GradientShap,
+    InputXGradient,
+    IntegratedGradients,
+    Saliency,
+    expand_output_rows,
+    pad_baseline,
+    token_difference_basis,
+)
+
+GRADIENT_METHODS = {"saliency": Saliency, "input_x_gradient": InputXGradient,
+                    "integrated_gradients": IntegratedGradients, "gradient_shap": GradientShap}  # fmt: skip
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -36,13 +49,40 @@ def frac_prevs(compiled: Callable[[str], CompiledCase]) -> CompiledCase:
 
 
 @pytest.fixture(scope="session")
-def reverse_ig(reverse: CompiledCase) -> Explanation:
-    return IntegratedGradients().explain(reverse)
+def hist(compiled: Callable[[str], CompiledCase]) -> CompiledCase:
+    return compiled("tracr_lib/hist")
 
 
 @pytest.fixture(scope="session")
-def frac_prevs_ig(frac_prevs: CompiledCase) -> Explanation:
-    return IntegratedGradients().explain(frac_prevs)
+def explained(request: pytest.FixtureRequest) -> Callable[[str, str], Explanation]:
+    """(method, case fixture name) -> default explanation with seed 0, computed once."""
+    memo: dict[tuple[str, str], Explanation] = {}
+
+    def get(method: str, case: str) -> Explanation:
+        if (method, case) not in memo:
+            memo[(method, case)] = GRADIENT_METHODS[method]().explain(request.getfixturevalue(case), seed=0)
+        return memo[(method, case)]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def reverse_ig(explained: Callable[[str, str], Explanation]) -> Explanation:
+    return explained("integrated_gradients", "reverse")
+
+
+@pytest.fixture(scope="session")
+def frac_prevs_ig(explained: Callable[[str, str], Explanation]) -> Explanation:
+    return explained("integrated_gradients", "frac_prevs")
+
+
+def _gradient(case: CompiledCase, b: int, i: int) -> np.ndarray:
+    """d logit[i, true class] / d token embeddings [T, d_model] of input b alone, by plain autograd."""
+    tokens = torch.from_numpy(case.tokens[b : b + 1])
+    emb = case.model.embed(tokens).detach().requires_grad_(True)
+    cls = int(case.targets()[b, i]) if case.weights.categorical else 0
+    (grad,) = torch.autograd.grad(case.model.forward_from_embeddings(emb, tokens)[0, i, cls], emb)
+    return grad[0].numpy()
 
 
 def _valid_in(case: CompiledCase) -> np.ndarray:
@@ -77,10 +117,14 @@ def test_expand_output_rows(reverse: CompiledCase) -> None:
     assert (base[:, 1:] == reverse.weights.pad_id).all()
 
 
+@pytest.mark.parametrize("method", sorted(GRADIENT_METHODS))
 @pytest.mark.parametrize("name", ["reverse", "frac_prevs"])
-def test_shapes_finite_and_masked(name: str, request: pytest.FixtureRequest) -> None:
+def test_shapes_finite_and_masked(
+    method: str, name: str, request: pytest.FixtureRequest, explained: Callable[[str, str], Explanation]
+) -> None:
     case: CompiledCase = request.getfixturevalue(name)
-    r = request.getfixturevalue(f"{name}_ig").token_relevance
+    e = explained(method, name)
+    r = e.token_relevance
     n, t = case.tokens.shape
     assert r.shape == (n, t, t)
     assert np.isfinite(r).all()
@@ -88,6 +132,8 @@ def test_shapes_finite_and_masked(name: str, request: pytest.FixtureRequest) -> 
     assert (r.transpose(0, 2, 1)[~valid] == 0).all()  # BOS and PAD input columns
     assert (r[~valid] == 0).all()  # no output row at BOS or PAD
     assert np.abs(r).max() > 0
+    assert e.diagnostics["n_rows"] == int(case.lengths.sum())
+    assert 0.0 <= e.diagnostics["zero_row_share"] <= 1.0
 
 
 def test_deterministic(reverse: CompiledCase, reverse_ig: Explanation) -> None:
@@ -154,3 +200,179 @@ def test_bad_settings(reverse: CompiledCase) -> None:
             IntegratedGradients(**settings).explain(reverse)
     with pytest.raises(BadInputError):
         IntegratedGradients(head_reduce="mean")
+
+
+def test_family_registered() -> None:
+    expected = {
+        "saliency": {"abs": True, "reduce": "sum", "internal_batch_size": 512},
+        "input_x_gradient": {"reduce": "sum", "internal_batch_size": 512},
+        "gradient_shap": {"n_samples": 16, "stdevs": 0.0, "baseline": "pad+random", "n_random_baselines": 15,
+                          "reduce": "sum", "internal_batch_size": 512},
+    }  # fmt: skip
+    for name, params in expected.items():
+        cls = get_method(name)
+        assert cls is GRADIENT_METHODS[name]
+        assert (cls.family, cls.kinds) == ("attribution", ("token_relevance",))
+        assert cls.unavailable() is None
+        assert cls().params() == params
+
+
+@pytest.mark.parametrize("abs_", [True, False])
+def test_saliency_equals_autograd_gradient(reverse: CompiledCase, abs_: bool) -> None:
+    r = Saliency(abs=abs_).explain(reverse).token_relevance
+    b = int(np.argmax(reverse.lengths >= 4))
+    n = int(reverse.lengths[b])
+    for i in (1, n):
+        grad = _gradient(reverse, b, i)[1 : n + 1]  # real input tokens only
+        expected = np.abs(grad).sum(-1) if abs_ else grad.sum(-1)
+        assert np.abs(expected).max() > 0  # not vacuous
+        np.testing.assert_allclose(r[b, i, 1 : n + 1], expected, rtol=1e-12, atol=1e-15)
+    l2 = Saliency(reduce="l2").explain(reverse).token_relevance
+    norms = np.linalg.norm(_gradient(reverse, b, n)[1 : n + 1], axis=-1)
+    np.testing.assert_allclose(l2[b, n, 1 : n + 1], norms)
+
+
+def test_saliency_abs_is_the_l1_norm(
+    reverse: CompiledCase, explained: Callable[[str, str], Explanation]
+) -> None:
+    unsigned = explained("saliency", "reverse").token_relevance
+    signed = Saliency(abs=False).explain(reverse).token_relevance
+    assert (unsigned >= 0).all()
+    assert (np.abs(signed) <= unsigned + 1e-12).all()  # |sum g| <= sum |g|
+    assert (signed < 0).any() and (signed > 0).any()
+
+
+def test_input_x_gradient_equals_embedding_times_gradient(reverse: CompiledCase) -> None:
+    r = InputXGradient().explain(reverse).token_relevance
+    emb = reverse.weights.token_embed[reverse.tokens]  # [n, T, d_model], looked up in numpy
+    checked = 0
+    for b in (int(np.argmax(reverse.lengths >= 4)), int(np.argmax(reverse.lengths == 1))):
+        n = int(reverse.lengths[b])
+        for i in range(1, n + 1):
+            expected = (emb[b] * _gradient(reverse, b, i)).sum(-1)[1 : n + 1]
+            np.testing.assert_allclose(r[b, i, 1 : n + 1], expected, rtol=1e-12, atol=1e-15)
+            checked += int(np.abs(expected).max() > 0)
+    assert checked >= 3
+
+
+def test_saliency_sees_vanishing_gradients_only_inside_the_token_span(hist: CompiledCase) -> None:
+    # hist reads tokens only through the query-key match of Select(tokens, tokens, EQ),
+    # whose softmax is saturated, and through nothing else: every gradient a token
+    # substitution could see is 0. The raw gradient is not, because the embedding input
+    # also feeds `one` and the output directions at j = i.
+    d = Saliency().explain(hist).diagnostics
+    assert d["zero_row_share"] == 0.0
+    assert d["token_span_zero_row_share"] == 1.0
+    assert d["off_token_span_share"] == pytest.approx(1.0, abs=1e-12)
+    basis = token_difference_basis(hist)
+    n_real = len(hist.weights.input_tokens) - 2
+    assert basis.shape == (hist.weights.d_model, n_real - 1)
+    np.testing.assert_allclose(basis.T @ basis, np.eye(n_real - 1), atol=1e-12)
+    one = list(hist.weights.residual_labels).index("one")
+    assert np.abs(basis[one]).max() < 1e-12  # every token writes `one`: not a substitution direction
+
+
+def test_gradient_shap_seeded(reverse: CompiledCase, explained: Callable[[str, str], Explanation]) -> None:
+    first = explained("gradient_shap", "reverse").token_relevance
+    np_state, torch_state = np.random.get_state(), torch.get_rng_state()
+    again = GradientShap().explain(reverse, seed=0).token_relevance
+    other = GradientShap().explain(reverse, seed=1).token_relevance
+    np.testing.assert_array_equal(again, first)
+    assert np.abs(other - first).max() > 1e-6
+    # the caller's global generators are left as they were
+    assert all(np.array_equal(a, b) for a, b in zip(np.random.get_state(), np_state))
+    assert torch.equal(torch.get_rng_state(), torch_state)
+
+
+def test_gradient_shap_baselines(reverse: CompiledCase) -> None:
+    w = reverse.weights
+    ids = GradientShap().baseline_ids(reverse, seed=5)
+    assert ids.shape == (16, reverse.n_positions)
+    assert (ids[:, 0] == w.bos_id).all()
+    assert (ids[0, 1:] == w.pad_id).all()  # the PAD baseline comes first
+    rand = ids[1:, 1:]
+    assert not np.isin(rand, [w.bos_id, w.pad_id]).any()
+    assert len(np.unique(rand)) == len(w.input_tokens) - 2  # every real token drawn somewhere
+    np.testing.assert_array_equal(GradientShap(baseline="random").baseline_ids(reverse, seed=5), ids[1:])
+    assert GradientShap(baseline="pad").baseline_ids(reverse, seed=5).shape == (1, reverse.n_positions)
+
+
+def test_gradient_shap_completeness_on_a_path_linear_program(frac_prevs: CompiledCase) -> None:
+    # With only the PAD baseline and no noise, every GradientShap sample is
+    # grad(x0 + a (x - x0)) . (x - x0), which on frac_prevs (linear on that path, see
+    # the IG test) is F(x) - F(x0) whatever a is: rows sum to it exactly.
+    e = GradientShap(baseline="pad", n_samples=4).explain(frac_prevs, seed=2)
+    model, tokens = frac_prevs.model, torch.from_numpy(frac_prevs.tokens)
+    base = torch.from_numpy(pad_baseline(frac_prevs, frac_prevs.tokens))
+    with torch.no_grad():
+        fx = model.forward_from_embeddings(model.embed(tokens), tokens)[..., 0].numpy()
+        fb = model.forward_from_embeddings(model.embed(base), tokens)[..., 0].numpy()
+    rows = _valid_in(frac_prevs)
+    assert np.abs((fx - fb)[rows]).max() > 0.1
+    np.testing.assert_allclose(e.token_relevance.sum(-1)[rows], (fx - fb)[rows], rtol=1e-9, atol=1e-12)
+    assert e.diagnostics["delta_abs_max"] < 1e-9
+    assert e.diagnostics["n_baselines"] == 1
+
+
+@pytest.mark.parametrize("method", ["saliency", "input_x_gradient"])
+def test_row_chunking_is_invisible(
+    method: str, reverse: CompiledCase, explained: Callable[[str, str], Explanation]
+) -> None:
+    chunked = GRADIENT_METHODS[method](internal_batch_size=7).explain(reverse).token_relevance
+    np.testing.assert_allclose(chunked, explained(method, "reverse").token_relevance, rtol=1e-12, atol=1e-15)
+
+
+def test_new_methods_bad_settings(reverse: CompiledCase) -> None:
+    bad = [
+        (Saliency, {"abs": "yes"}), (Saliency, {"reduce": "max"}),
+        (InputXGradient, {"internal_batch_size": 0}), (GradientShap, {"baseline": "zeros"}),
+        (GradientShap, {"n_samples": 0}), (GradientShap, {"stdevs": -1.0}),
+        (GradientShap, {"n_random_baselines": 0}),
+    ]  # fmt: skip
+    for cls, settings in bad:
+        with pytest.raises(BadInputError):
+            cls(**settings).explain(reverse)
+
+
+def test_deeplift_is_unavailable_with_a_reason(reverse: CompiledCase) -> None:
+    assert get_method("deeplift") is DeepLift
+    assert DeepLift.unavailable() == DEEPLIFT_REASON and "\n" not in DEEPLIFT_REASON
+    with pytest.raises(BadInputError, match="unavailable"):
+        DeepLift().explain(reverse)
+
+
+def test_deeplift_on_this_runtime_is_gradient_times_difference(hist: CompiledCase) -> None:
+    # The evidence behind DEEPLIFT_REASON: captum finds no nn.Module nonlinearity in
+    # the runtime, so DeepLift is gradient x (input - baseline), not DeepLift, and on
+    # hist (saturated token attention) it misses all of F(x) - F(baseline).
+    import warnings
+
+    from captum.attr import DeepLift as CaptumDeepLift
+
+    class Wrapped(torch.nn.Module):
+        def __init__(self, model: torch.nn.Module) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, emb: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+            return self.model.forward_from_embeddings(emb, ids, self.model.key_mask(ids)).flatten(1)
+
+    tokens, targets, _ = expand_output_rows(hist)
+    ids = torch.from_numpy(tokens[:40])
+    n_out = int(hist.weights.unembed.shape[1])
+    target = torch.tensor([p * n_out + c for p, c in targets[:40]])
+    model = hist.model
+    emb = model.embed(ids).detach()
+    base = model.embed(torch.from_numpy(pad_baseline(hist, tokens[:40]))).detach()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        attr, delta = CaptumDeepLift(Wrapped(model)).attribute(
+            emb, baselines=base, target=target, additional_forward_args=(ids,), return_convergence_delta=True
+        )
+    x = emb.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(Wrapped(model)(x, ids).gather(1, target[:, None]).sum(), x)
+    np.testing.assert_allclose(attr.detach().numpy(), (grad * (emb - base)).numpy(), rtol=1e-12, atol=1e-15)
+    with torch.no_grad():
+        change = (Wrapped(model)(emb, ids) - Wrapped(model)(base, ids)).gather(1, target[:, None])[:, 0]
+    assert change.abs().min() > 0.5
+    np.testing.assert_allclose(delta.abs().numpy(), change.abs().numpy(), atol=1e-9)  # all of it missed
