@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -475,7 +476,9 @@ def _row_attributions(
                         _token_features(lengths, t, null_feature=False))  # fmt: skip
     row_input = torch.from_numpy(np.asarray(index[0], dtype=np.int64))
     scores = np.zeros((len(targets), t))
-    with _seeded(seed), torch.no_grad():
+    with _seeded(seed), torch.no_grad(), warnings.catch_warnings():
+        # captum warns that it fits one surrogate per example: that is the point here
+        warnings.filterwarnings("ignore", message="You are providing multiple inputs for Lime")
         for length in np.unique(lengths):  # one call per input length
             rows = torch.from_numpy(np.flatnonzero(lengths == length))
             attr = explainer.attribute(
