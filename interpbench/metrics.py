@@ -78,11 +78,28 @@ def metric(
     return register
 
 
+TIE_RTOL = 1e-6
+
+
+def snap_ties(scores: np.ndarray, rtol: float = TIE_RTOL) -> np.ndarray:
+    """Rounds a row's scores to `rtol` of its largest magnitude, so rounding noise cannot rank.
+
+    captum computes in float32 in places (step sizes, Shapley sums), and float64 forwards
+    leave ~1e-16 noise: without this, tokens that are truly tied get an order decided by
+    arithmetic. Differences below one part in a million of the row's scale are not signal.
+    """
+    scale = float(np.max(np.abs(scores))) if scores.size else 0.0
+    if scale == 0.0 or not np.isfinite(scale):
+        return scores
+    return np.round(scores / (scale * rtol)) * rtol
+
+
 def auroc_row(scores: np.ndarray, labels: np.ndarray) -> float:
     """P(score of a positive > score of a negative) + 1/2 P(tie); NaN without both classes.
 
-    Ties are handled exactly through average ranks (Mann-Whitney U).
+    Ties are handled exactly through average ranks (Mann-Whitney U), after `snap_ties`.
     """
+    scores = snap_ties(np.asarray(scores, dtype=np.float64))
     labels = labels.astype(bool)
     n_pos = int(labels.sum())
     n_neg = labels.size - n_pos

@@ -89,3 +89,15 @@ def test_aggregate_all_undefined_is_nan() -> None:
 def test_registry_metadata() -> None:
     m = METRICS.get("auroc")
     assert (m.level, m.kind, m.higher_is_better, m.low, m.high) == ("token", "token_relevance", True, 0.0, 1.0)
+
+
+def test_rounding_noise_does_not_rank_but_real_differences_do() -> None:
+    from interpbench.metrics import snap_ties
+
+    labels = np.array([1, 0, 1, 0])
+    tied = np.array([1.0, 1.0, 0.5, 0.5])
+    noisy = tied + np.array([0.0, 3e-8, 0.0, 2e-8])  # float32-level noise favouring negatives
+    assert auroc_row(noisy, labels) == auroc_row(tied, labels) == 0.5
+    real = tied + np.array([0.0, 1e-3, 0.0, 1e-3])  # a real, if small, preference
+    assert auroc_row(real, labels) == 0.25
+    assert snap_ties(np.zeros(3)).tolist() == [0.0, 0.0, 0.0]
