@@ -15,7 +15,7 @@ from interpbench.storage import atomic_write_bytes, jsonable
 FORMAT = """\
 # interpbench export: {name}
 
-Files (no pickles; load npz with `np.load(path, allow_pickle=False)`):
+Files (no pickles; `np.load` reads the npz files with its default settings):
 
 - `model.json`: `residual_labels` (name of each residual dimension), `input_tokens`
   (token value of each id; `compiler_bos` and `compiler_pad` included), `bos_id`, `pad_id`,

@@ -54,8 +54,8 @@ def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
 
 
 def read_npz(path: Path) -> dict[str, np.ndarray]:
-    """Loads every array of an npz file eagerly, with pickles disabled."""
-    with np.load(path, allow_pickle=False) as z:
+    """Loads every array of an npz file eagerly; numpy refuses pickled (object) arrays by default."""
+    with np.load(path) as z:
         return {k: z[k] for k in z.files}
 
 

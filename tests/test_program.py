@@ -100,3 +100,4 @@ def test_evaluator_memoises_shared_subgraphs() -> None:
     a, b = evaluate_many([m, program], xs)
     assert a == [2, 3, 4] and b == expected
     assert len(calls) == len(xs)  # one memo shared across the expressions
+
