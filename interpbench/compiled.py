@@ -74,6 +74,15 @@ class CompiledCase:
     def n_positions(self) -> int:
         return int(self.tokens.shape[1])
 
+    def input_mask(self) -> np.ndarray:
+        """[n, pos] True at real input positions (BOS and PAD excluded); from the inputs alone."""
+        pos = np.arange(self.tokens.shape[1])
+        return (pos[None, :] >= 1) & (pos[None, :] <= self.lengths[:, None])
+
+    def output_mask(self) -> np.ndarray:
+        """[n, pos] True where the program's output is defined (real position, RASP not None)."""
+        return self.input_mask() & ~np.isnan(self.outputs)
+
     def head_names(self) -> list[str]:
         """Every head of the model, `L{layer}H{head}`, padding heads included."""
         return [f"L{l}H{h}" for l in range(self.weights.n_layers) for h in range(self.weights.n_heads)]
@@ -310,3 +319,18 @@ def _show(compiled: CompiledCase, v: float) -> Any:
     if compiled.weights.categorical and not np.isnan(v):
         return compiled.weights.output_values[int(v)]
     return v
+
+
+ZERO_ATOL = 1e-12
+
+
+def zero_row_share(case: CompiledCase, relevance: np.ndarray, atol: float = ZERO_ATOL) -> float:
+    """Share of defined output rows whose relevance is all zero within `atol` (vanishing gradients show here).
+
+    Uses only the inputs and outputs, never the ground truth, so adapters may call it too.
+    """
+    defined = case.output_mask()
+    if not defined.any():
+        return float("nan")
+    zero = (np.abs(relevance) <= atol).all(axis=-1)
+    return float(zero[defined].mean())

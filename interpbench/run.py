@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from interpbench.case import Case
-from interpbench.compiled import CompiledCase, compile_case
+from interpbench.compiled import CompiledCase, compile_case, zero_row_share
 from interpbench.errors import BadInputError
 from interpbench.explanation import Explanation
 from interpbench.method import Method
@@ -85,13 +85,9 @@ def score_explanation(
 
 
 def zero_rows_share(explanation: Explanation, compiled: CompiledCase) -> float:
-    """Share of defined output rows whose relevance is all zero (vanishing gradients show here)."""
+    """The leaderboard's `zero_rows_share` column (NaN for explanations without token relevance)."""
     r = explanation.token_relevance
-    if r is None:
-        return float("nan")
-    t = compiled.truth
-    rows = [np.all(r[b, i, t.valid_in[b]] == 0) for b, i in zip(*np.nonzero(t.valid_out))]
-    return float(np.mean(rows)) if rows else float("nan")
+    return float("nan") if r is None else zero_row_share(compiled, np.asarray(r))
 
 
 def run_cell(cell: Cell, compiled: CompiledCase, method_cls: type[Method], run_dir: Path, info: dict[str, Any]) -> pd.DataFrame:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from interpbench.compiled import zero_row_share  # also used by the other adapters
 from interpbench.errors import BadInputError
 from interpbench.explanation import Explanation
 from interpbench.method import Method, method
@@ -21,7 +22,6 @@ if TYPE_CHECKING:
 BASELINES = ("pad",)
 GSHAP_BASELINES = ("pad+random", "pad", "random")
 REDUCTIONS = ("sum", "l2")
-ZERO_ATOL = 1e-12  # a relevance row counts as all-zero when every |entry| is at most this
 
 
 def expand_output_rows(
@@ -81,21 +81,9 @@ def scatter_rows(
     relevance = np.zeros((n, t, t))
     b, i = index
     relevance[b, i] = scores
-    pos = np.arange(t)
-    valid_in = (pos[None, :] >= 1) & (pos[None, :] <= np.asarray(case.lengths)[:, None])  # [n, T]
-    return np.where(valid_in[:, None, :], relevance, 0.0)
+    return np.where(case.input_mask()[:, None, :], relevance, 0.0)
 
 
-def zero_row_share(case: CompiledCase, relevance: np.ndarray, atol: float = ZERO_ATOL) -> float:
-    """Share of defined output rows (real position, RASP output not None) whose relevance is all zero."""
-    t = case.n_positions
-    pos = np.arange(t)
-    real = (pos[None, :] >= 1) & (pos[None, :] <= np.asarray(case.lengths)[:, None])
-    defined = real & np.isfinite(np.asarray(case.outputs, dtype=np.float64))
-    if not defined.any():
-        return 0.0
-    zero = (np.abs(relevance) <= atol).all(axis=-1)
-    return float(zero[defined].mean())
 
 
 def masked_forward(model: Any) -> Any:

@@ -28,7 +28,6 @@ scored as separate explanation kinds.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -44,12 +43,6 @@ D_MODEL, D_HEAD, D_MLP = 8, 4, 2
 T = 7  # positions: BOS + 6 tokens
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def make_weights(seed: int, *, n_heads: int, n_out: int, causal: bool = False) -> ModelWeights:

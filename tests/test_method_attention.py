@@ -7,7 +7,6 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
-import torch
 
 from interpbench import BadInputError
 from interpbench.compiled import CompiledCase
@@ -26,7 +25,6 @@ from interpbench.methods.attention import (
     rollout,
 )
 
-torch.set_num_threads(1)
 
 METHODS = [
     "attention_last_layer",

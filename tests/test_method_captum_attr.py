@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -28,14 +28,6 @@ GRADIENT_METHODS = {"saliency": Saliency, "input_x_gradient": InputXGradient,
                     "integrated_gradients": IntegratedGradients, "gradient_shap": GradientShap}  # fmt: skip
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    # The models are tiny: intra-op threads only add OpenMP spin-waiting, which
-    # costs 5-20x on a loaded machine. Restored after this module.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -6,12 +6,10 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from interpbench.explanation import Explanation
 from interpbench.method import list_methods
 
-torch.set_num_threads(1)
 
 METHODS = sorted(m.name for m in list_methods())
 AVAILABLE = [m for m in METHODS if not next(c for c in list_methods() if c.name == m).unavailable()]
