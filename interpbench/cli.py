@@ -75,7 +75,7 @@ def list_(
     """List suites, cases, methods or metrics."""
     from interpbench.case import list_cases
     from interpbench.discovery import BROKEN
-    from interpbench.metrics import METRICS
+    from interpbench.metrics import list_metrics
     from interpbench.registry import unknown_name_message
 
     if what == "cases":
@@ -95,7 +95,7 @@ def list_(
         cols = ["family", "name", "kinds", "reason"]
     elif what == "metrics":
         data = [{"name": m.name, "level": m.level, "kind": m.kind, "higher_is_better": m.higher_is_better,
-                 "range": [m.low, m.high], "description": m.description} for _, m in METRICS.items()]  # fmt: skip
+                 "range": [m.low, m.high], "description": m.description} for m in list_metrics()]  # fmt: skip
         cols = ["name", "level", "higher_is_better", "range", "description"]
     else:
         raise BadInputError(unknown_name_message("listing", what, ["suites", "cases", "methods", "metrics"]))
@@ -107,16 +107,40 @@ def list_(
 
 @app.command()
 @_errors
-def show(case: Annotated[str, typer.Argument(help="Case name, suite/case.")]) -> None:
-    """Show a case: program, which layer/head implements what, ground-truth summary."""
-    from interpbench.case import get_case
-    from interpbench.compiled import compile_case
-    from interpbench.report_text import case_summary
+def show(
+    target: Annotated[str, typer.Argument(help="Case name (suite/case) or a run cell directory.")],
+    input_text: Annotated[str | None, typer.Option("--input", help='Tokens to run, e.g. "a b c" or "3,1,2".')] = None,
+) -> None:
+    """Show a case (program, components, ground truth) or a run cell (scores, recovered program).
 
-    c = get_case(case)
+    With --input, run the case's true program and compiled model, or the cell's recovered
+    program(s), on that input.
+    """
+    from interpbench.case import get_case
+    from interpbench.recovered import cell_text, execute, execution_text, is_cell, load_cell, parse_input
+
+    path = Path(target)
+    if is_cell(path):
+        view = load_cell(path)
+        out.print(cell_text(view), markup=False, highlight=False)
+        if input_text is not None:
+            if view.explanation is None:
+                raise BadInputError(f"{path} is a failed cell; nothing to run")
+            tokens = parse_input(input_text, get_case(view.meta["case"]).vocab)
+            out.print("\n" + execution_text(execute(view.explanation, tokens), tokens), markup=False, highlight=False)
+        return
+    if path.exists():
+        raise BadInputError(f"{path} is neither a case name nor a run cell directory (no cell.json)")
+    from interpbench.compiled import compile_case
+    from interpbench.report_text import case_run_text, case_summary
+
+    c = get_case(target)
+    tokens = parse_input(input_text, c.vocab) if input_text is not None else None
     with err.status(f"compiling {c.full_name}"):
         compiled = compile_case(c)
     out.print(case_summary(compiled), markup=False, highlight=False)
+    if tokens is not None:
+        out.print("\n" + case_run_text(compiled, tokens), markup=False, highlight=False)
 
 
 def _select(suite: list[str] | None, case: list[str] | None, method: list[str] | None) -> tuple[list[Any], list[Any]]:
@@ -180,8 +204,22 @@ def run(
     write_leaderboard(rows, run_dir)
     out.print(_table(f"run {run_dir}", ["method", "family", "auroc", "mean_rank", "cases", "seconds"],
                      method_summary(rows).values.tolist()))  # fmt: skip
+    _print_synthesis(rows, by_case=False)
     _print_failures(run_dir)
     out.print(f"rows: {len(rows)}; leaderboard: {run_dir / 'leaderboard.parquet'}", highlight=False)
+
+
+def _print_synthesis(rows: Any, *, by_case: bool) -> None:
+    from interpbench.leaderboard import synthesis_summary, synthesis_table
+
+    table = synthesis_table(rows) if by_case else synthesis_summary(rows)
+    if table.empty:
+        return
+    if by_case:
+        table = table.assign(case=table["suite"] + "/" + table["case"]).drop(columns=["suite", "variant", "seed"])
+    else:  # the terminal summary keeps the headline columns; the CSVs have all of them
+        table = table.drop(columns=["argmax_agreement", "jsd"])
+    out.print(_table("synthesis section (head patterns and programs)", list(table.columns), table.values.tolist()))
 
 
 def _print_failures(run_dir: Path) -> None:
@@ -212,6 +250,7 @@ def leaderboard(
     out_dir: Annotated[Path | None, typer.Option("--out", help="Also write leaderboard.parquet/csv here.")] = None,
     metric: Annotated[str, typer.Option(help="Metric to summarise.")] = "auroc",
     by_case: Annotated[bool, typer.Option("--by-case", help="Show a case x method table.")] = False,
+    synthesis: Annotated[bool, typer.Option("--synthesis", help="Show the synthesis section (head and program scores per case).")] = False,
 ) -> None:
     """Print a leaderboard (per-method summary, or case x method) and optionally write it."""
     from interpbench.leaderboard import method_summary, read_leaderboard, write_leaderboard
@@ -223,7 +262,9 @@ def leaderboard(
     rows = read_leaderboard(source)
     if rows.empty:
         raise BadInputError(f"{source} holds no scored rows")
-    if by_case:
+    if synthesis:
+        _print_synthesis(rows, by_case=True)
+    elif by_case:
         sub = rows[rows["metric"] == metric]
         grid = sub.pivot_table(index=["suite", "case"], columns="method", values="value", aggfunc="mean")
         table = _table(f"{metric} by case", ["case", *grid.columns],

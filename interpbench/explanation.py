@@ -22,14 +22,20 @@ class Explanation:
         token_relevance: R [n, out_pos, in_pos] in model coordinates (captum's
             orientation: one relevance row per output position).
         head_patterns: {head name such as `L0H1`: [n, query, key]} predicted attention.
-        program: Source text of a recovered program (Python or RASP).
+        program: Executable JSON form of a recovered whole program
+            (`interpbench.rasp/1`, see `interpbench.rasp_spec`); interpreted, never exec'd.
+        head_programs: {head name: executable JSON form of a recovered selector program}
+            (`interpbench.selector/1`, see `interpbench.selector_dsl`).
+        source: Readable Python source of the recovered program(s), for people.
         circuit: Score per component or edge name.
         diagnostics: Free-form numbers the method wants recorded (JSON-safe).
     """
 
     token_relevance: np.ndarray | None = None
     head_patterns: dict[str, np.ndarray] | None = None
-    program: str | None = None
+    program: dict[str, Any] | None = None
+    head_programs: dict[str, dict[str, Any]] | None = None
+    source: str | None = None
     circuit: dict[str, float] | None = None
     diagnostics: dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -46,7 +52,8 @@ class Explanation:
         for k, v in (self.head_patterns or {}).items():
             arrays[f"head_pattern.{k}"] = np.asarray(v, dtype=np.float64)
         atomic_write_bytes(folder / "explanation.npz", npz_bytes(arrays))
-        meta = {"program": self.program, "circuit": self.circuit, "diagnostics": self.diagnostics,
+        meta = {"program": self.program, "head_programs": self.head_programs, "source": self.source,
+                "circuit": self.circuit, "diagnostics": self.diagnostics,
                 "has_head_patterns": self.head_patterns is not None}  # fmt: skip
         atomic_write_bytes(folder / "explanation.json", json.dumps(meta, indent=1).encode())
 
@@ -60,6 +67,8 @@ class Explanation:
             token_relevance=arrays.get("token_relevance"),
             head_patterns=patterns if meta.get("has_head_patterns") else None,
             program=meta.get("program"),
+            head_programs=meta.get("head_programs"),
+            source=meta.get("source"),
             circuit=meta.get("circuit"),
             diagnostics=meta.get("diagnostics", {}),
         )

@@ -62,14 +62,59 @@ def method_summary(rows: pd.DataFrame, metric: str = "auroc") -> pd.DataFrame:
     return out.sort_values(metric, ascending=not higher).reset_index(drop=True)
 
 
+SYNTHESIS_METRICS = ("soft_iou", "argmax_agreement", "jsd", "replacement_accuracy", "program_accuracy", "program_exact")
+
+
+def synthesis_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """The synthesis section: per case and method, head- and program-level scores side by side.
+
+    Every method that returned head patterns (attention inspection, head-program
+    synthesis, baselines) or a program (whole-program synthesis) gets one row per case;
+    a metric the method's explanation does not support is empty.
+    """
+    cols = ["suite", "case", "variant", "method", "family", "seed", *SYNTHESIS_METRICS]
+    sub = rows[rows["metric"].isin(SYNTHESIS_METRICS)] if not rows.empty else rows
+    if sub.empty:
+        return pd.DataFrame(columns=cols)
+    wide = sub.pivot_table(index=KEYS, columns="metric", values="value", aggfunc="first", dropna=False).reset_index()
+    for m in SYNTHESIS_METRICS:
+        if m not in wide.columns:
+            wide[m] = np.nan
+    wide = wide.dropna(subset=list(SYNTHESIS_METRICS), how="all")
+    return wide[cols].sort_values(["suite", "case", "variant", "family", "method", "seed"]).reset_index(drop=True)
+
+
+def synthesis_summary(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per method: mean head/program scores over cases, and how many programs were recovered.
+
+    `recovered` counts cases with program_accuracy = 1 (functionally right on every
+    held-out input, longer ones included); `exact` counts cases with program_exact = 1.
+    """
+    table = synthesis_table(rows)
+    cols = ["method", "family", *SYNTHESIS_METRICS, "recovered", "exact", "cases"]
+    if table.empty:
+        return pd.DataFrame(columns=cols)
+    g = table.groupby(["method", "family"])
+    out = g[list(SYNTHESIS_METRICS)].mean()
+    out["recovered"] = g["program_accuracy"].apply(lambda v: int((v == 1.0).sum()))
+    out["exact"] = g["program_exact"].apply(lambda v: int((v == 1.0).sum()))
+    out["cases"] = g["case"].nunique()
+    return out.reset_index()[cols].sort_values(["family", "method"]).reset_index(drop=True)
+
+
 def write_leaderboard(rows: pd.DataFrame, out_dir: Path) -> tuple[Path, Path]:
-    """Writes `leaderboard.parquet` (long) and `leaderboard.csv` (wide) atomically."""
+    """Writes `leaderboard.parquet` (long), `leaderboard.csv` (wide) and `synthesis.csv` atomically.
+
+    Returns the Parquet and wide CSV paths; `synthesis.csv` (the synthesis section) sits
+    next to them.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     pq, csv = out_dir / "leaderboard.parquet", out_dir / "leaderboard.csv"
     buf = io.BytesIO()
     long_table(rows).to_parquet(buf, index=False)
     atomic_write_bytes(pq, buf.getvalue())
     atomic_write_bytes(csv, wide_table(rows).to_csv(index=False, float_format="%.6g").encode())
+    atomic_write_bytes(out_dir / "synthesis.csv", synthesis_table(rows).to_csv(index=False, float_format="%.6g").encode())
     return pq, csv
 
 

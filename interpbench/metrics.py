@@ -1,6 +1,7 @@
-"""Metrics: pure functions (explanation, ground truth) -> per-row scores, registered with metadata.
+"""Metrics: functions (explanation, compiled case) -> per-row scores, registered with metadata.
 
-Every metric scores rows (one output position of one input, or one query row of one
+A metric reads the ground truth (`compiled.truth`) and, where its definition needs the
+model (e.g. `replacement_accuracy`), the compiled model itself. Every metric scores rows (one output position of one input, or one query row of one
 head); rows where the metric is undefined are NaN and counted, never dropped. The
 aggregate is the mean over defined rows with a seeded 95% bootstrap interval over inputs.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy.stats import rankdata
@@ -16,6 +18,11 @@ from scipy.stats import rankdata
 from interpbench.explanation import Explanation
 from interpbench.ground_truth import GroundTruth
 from interpbench.registry import Registry
+
+if TYPE_CHECKING:
+    from interpbench.compiled import CompiledCase
+
+MetricFn = Callable[[Explanation, "CompiledCase"], "RowScores"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,7 +39,7 @@ class Metric:
 
     Attributes:
         name: Registry name, also the leaderboard's `metric` column.
-        fn: (explanation, truth) -> RowScores.
+        fn: (explanation, compiled case) -> RowScores.
         level: "token", "head", "program" or "twin".
         kind: Explanation kind it needs (e.g. "token_relevance").
         higher_is_better: Direction.
@@ -42,7 +49,7 @@ class Metric:
     """
 
     name: str
-    fn: Callable[[Explanation, GroundTruth], RowScores]
+    fn: MetricFn
     level: str
     kind: str
     higher_is_better: bool
@@ -67,10 +74,10 @@ METRICS: Registry[Metric] = Registry("metric")
 
 def metric(
     name: str, *, level: str, kind: str, higher_is_better: bool, low: float, high: float
-) -> Callable[[Callable[[Explanation, GroundTruth], RowScores]], Callable[[Explanation, GroundTruth], RowScores]]:
+) -> Callable[[MetricFn], MetricFn]:
     """Decorator registering a row-scoring function as a metric; its docstring's first line describes it."""
 
-    def register(fn: Callable[[Explanation, GroundTruth], RowScores]) -> Callable[[Explanation, GroundTruth], RowScores]:
+    def register(fn: MetricFn) -> MetricFn:
         doc = (fn.__doc__ or "").strip().split("\n")[0]
         METRICS.add(name, Metric(name, fn, level, kind, higher_is_better, low, high, doc))
         return fn
@@ -126,9 +133,9 @@ def token_rows(
 
 
 @metric("auroc", level="token", kind="token_relevance", higher_is_better=True, low=0.0, high=1.0)
-def auroc(explanation: Explanation, truth: GroundTruth) -> RowScores:
+def auroc(explanation: Explanation, compiled: CompiledCase) -> RowScores:
     """Token AUROC of relevance against G per output row (ties count 1/2); undefined if G row is constant."""
-    return token_rows(explanation, truth, lambda r, g, _gg: auroc_row(r, g))
+    return token_rows(explanation, compiled.truth, lambda r, g, _gg: auroc_row(r, g))
 
 
 def aggregate(rows: RowScores, *, seed: int = 0, n_boot: int = 1000) -> Score:
@@ -152,12 +159,25 @@ def aggregate(rows: RowScores, *, seed: int = 0, n_boot: int = 1000) -> Score:
     return Score(float(vals.mean()), float(lo), float(hi), n, n_undef)
 
 
+def load_metrics() -> None:
+    """Registers the head- and program-level metrics (their modules import this one)."""
+    import interpbench.head_metrics  # noqa: F401
+    import interpbench.program_metrics  # noqa: F401
+
+
 def get_metric(name: str) -> Metric:
     """The metric called `name`, with "did you mean"."""
+    load_metrics()
     return METRICS.get(name)
+
+
+def list_metrics() -> list[Metric]:
+    """Every registered metric."""
+    load_metrics()
+    return [m for _, m in METRICS.items()]
 
 
 def applicable(explanation: Explanation) -> list[Metric]:
     """Metrics whose required explanation kind the explanation carries."""
     kinds = set(explanation.kinds)
-    return [m for _, m in METRICS.items() if m.kind in kinds]
+    return [m for m in list_metrics() if m.kind in kinds]

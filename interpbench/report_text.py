@@ -53,3 +53,28 @@ def case_summary(compiled: CompiledCase) -> str:
         f"  verification: {compiled.info}",
     ]
     return "\n".join(lines)
+
+
+def case_run_text(compiled: CompiledCase, tokens: list) -> str:
+    """The true program's output and the compiled model's decoded output on one input."""
+    import torch
+
+    from interpbench.program import evaluate, relabel
+
+    c, w = compiled.case, compiled.weights
+    truth = evaluate(relabel(c.program()), tokens)
+    lines = [f"input: {' '.join(str(t) for t in tokens)}"]
+    if not c.domain.contains(tokens, c.vocab, c.max_seq_len):
+        lines.append("note: this input is outside the case's domain (ground truth is only defined on the domain)")
+    lines.append("program: " + " ".join("None" if v is None else str(v) for v in truth))
+    if len(tokens) > c.max_seq_len:
+        lines.append(f"model: not run (it accepts at most {c.max_seq_len} tokens)")
+        return "\n".join(lines)
+    ids, _ = compiled.encode([tokens])
+    with torch.no_grad():
+        t = torch.as_tensor(ids)
+        logits = compiled.model(t, compiled.model.key_mask(t)).numpy()
+    decoded = compiled.decode(logits)[0, 1 : len(tokens) + 1]
+    values = [w.output_values[int(k)] for k in decoded] if w.categorical else [f"{v:.4g}" for v in decoded]
+    lines.append("model:   " + " ".join(str(v) for v in values))
+    return "\n".join(lines)

@@ -71,7 +71,7 @@ def score_explanation(
     """Long-format rows, one per applicable metric, with provenance."""
     rows = []
     for m in applicable(explanation):
-        s = aggregate(m.fn(explanation, compiled.truth), seed=cell.seed)
+        s = aggregate(m.fn(explanation, compiled), seed=cell.seed)
         rows.append({
             "suite": compiled.case.suite, "case": compiled.case.name, "variant": cell.variant,
             "method": cell.method, "family": method_cls.family, "metric": m.name, "level": m.level,

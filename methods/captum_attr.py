@@ -2,283 +2,28 @@
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from interpbench.compiled import zero_row_share  # also used by the other adapters
+from interpbench.attribution_rows import Rows, embedding_forward, pad_baseline, scatter_rows
+from interpbench.compiled import zero_row_share
+from interpbench.embedding_attribution import (
+    EmbeddingAttribution,
+    random_token_baselines,
+    seeded_global_rngs,
+    token_difference_basis,
+)
 from interpbench.errors import BadInputError
 from interpbench.explanation import Explanation
 from interpbench.method import Method, method
+from interpbench.setting_checks import require_at_least_one, require_choice
 
 if TYPE_CHECKING:
-    import torch
-
     from interpbench.compiled import CompiledCase
 
 BASELINES = ("pad",)
 GSHAP_BASELINES = ("pad+random", "pad", "random")
-REDUCTIONS = ("sum", "l2")
-
-
-def expand_output_rows(
-    case: CompiledCase,
-) -> tuple[np.ndarray, list[tuple[int, int]], tuple[np.ndarray, np.ndarray]]:
-    """One row per (input b, real output position i), for per-row captum targets.
-
-    Output positions are 1..length of each input (BOS and PAD positions have no
-    output and get no row); rows whose RASP output is undefined are kept (their
-    target is class 0, as in `case.targets()`).
-
-    Args:
-        case: The compiled case.
-
-    Returns:
-        tokens_rep: [m, T] int64 token ids; row r is `case.tokens[b_r]`.
-        targets: captum targets, one `(i_r, class)` per row: the true class of input
-            b_r at position i_r, or column 0 for a numerical output.
-        index: (b, i) int64 arrays [m] naming each row's input and output position.
-    """
-    lengths = np.asarray(case.lengths, dtype=np.int64)
-    b = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)
-    starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
-    i = np.arange(len(b), dtype=np.int64) - starts + 1
-    tokens_rep = np.asarray(case.tokens, dtype=np.int64)[b]
-    cls = case.targets()[b, i] if case.weights.categorical else np.zeros(len(b), dtype=np.int64)
-    targets = [(int(p), int(c)) for p, c in zip(i, cls)]
-    return tokens_rep, targets, (b, i)
-
-
-def pad_baseline(case: CompiledCase, tokens: np.ndarray) -> np.ndarray:
-    """The "pad" baseline: every real non-BOS token replaced by the PAD id.
-
-    BOS stays, and so do the PAD positions already there. Used together with the key
-    mask of the original tokens, so the baseline changes what each real position
-    holds but not which positions attend.
-    """
-    out = np.array(tokens, dtype=np.int64, copy=True)
-    out[:, 1:] = case.weights.pad_id
-    return out
-
-
-def scatter_rows(
-    case: CompiledCase, scores: np.ndarray, index: tuple[np.ndarray, np.ndarray]
-) -> np.ndarray:
-    """Places per-row scores [m, T] into R [n, T, T], zeroing BOS and PAD input columns.
-
-    Args:
-        case: The compiled case.
-        scores: One score per (row, input position).
-        index: (b, i) from `expand_output_rows`.
-
-    Returns:
-        R [n, T, T]; rows without an entry in `index` are 0.
-    """
-    n, t = case.tokens.shape
-    relevance = np.zeros((n, t, t))
-    b, i = index
-    relevance[b, i] = scores
-    return np.where(case.input_mask()[:, None, :], relevance, 0.0)
-
-
-
-
-def masked_forward(model: Any) -> Any:
-    """forward_func(ids, mask_ids) -> flattened logits [m, T * n_out] for captum.
-
-    Embeds `ids` but masks keys by `mask_ids`; captum runs the baseline forward (and
-    its convergence check) through the same function with the original tokens as
-    `mask_ids`, so the key mask never changes. The logits are flattened so that the
-    per-row target is one int (`flat_targets`): captum's list-of-tuples targets select
-    row by row, and the backward of that costs time growing with the square of the rows.
-    """
-
-    def forward(ids: torch.Tensor, mask_ids: torch.Tensor) -> torch.Tensor:
-        return model(ids, model.key_mask(mask_ids)).flatten(1)
-
-    return forward
-
-
-def flat_targets(targets: list[tuple[int, int]], n_out: int) -> torch.Tensor:
-    """(position, class) targets -> int64 tensor [m] indexing `masked_forward`'s flattened logits."""
-    import torch
-
-    return torch.tensor([p * n_out + c for p, c in targets], dtype=torch.int64)
-
-
-def row_chunks(m: int, size: int) -> list[slice]:
-    """Slices of at most `size` rows covering range(m).
-
-    captum's `internal_batch_size` splits the integration steps, never the examples
-    (it warns and runs every example at once when there are more examples than the
-    batch size), so rows are chunked here first: each forward then holds at most
-    `size` (row, step) pairs.
-    """
-    if size < 1:
-        raise BadInputError(f"internal_batch_size must be at least 1, got {size}")
-    return [slice(a, min(a + size, m)) for a in range(0, m, size)]
-
-
-def reduce_embedding(attributions: np.ndarray, how: str) -> np.ndarray:
-    """[..., d_model] -> [...]: "sum" keeps the sign (completeness holds), "l2" is the norm."""
-    if how == "sum":
-        return attributions.sum(axis=-1)
-    return np.sqrt((attributions**2).sum(axis=-1))
-
-
-def embedding_forward(model: Any) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """forward_func(token_embeddings, ids) -> flattened logits [m, T * n_out] for captum.
-
-    The plain captum methods (Saliency, InputXGradient, IntegratedGradients,
-    GradientShap) attribute to the token embeddings [m, T, d_model], which they
-    scale, interpolate or add noise to; `ids` (the original tokens, passed as
-    `additional_forward_args`) only set the key mask, so which positions attend never
-    changes, also for baselines and noisy samples. Positional embeddings are added
-    inside the runtime and are not attributed. Flattened like `masked_forward`, so the
-    per-row target is one int (`flat_targets`).
-    """
-
-    def forward(token_embeddings: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        return model.forward_from_embeddings(token_embeddings, ids, model.key_mask(ids)).flatten(1)
-
-    return forward
-
-
-@contextlib.contextmanager
-def seeded_global_rngs(seed: int) -> Iterator[None]:
-    """Seeds numpy's and torch's global generators for captum's sampling, then restores them.
-
-    captum draws GradientShap's baselines and path points from `np.random` and its
-    noise from `torch.normal`, both global; the caller's generator states are left as
-    they were.
-    """
-    import torch
-
-    state = np.random.get_state()
-    try:
-        with torch.random.fork_rng(devices=[]):
-            np.random.seed(seed % 2**32)
-            torch.manual_seed(seed)
-            yield
-    finally:
-        np.random.set_state(state)
-
-
-def random_token_baselines(case: CompiledCase, k: int, rng: np.random.Generator) -> np.ndarray:
-    """k baseline sequences [k, T]: BOS at 0, tokens drawn uniformly from the input vocabulary after.
-
-    Every position after BOS gets a real token (never BOS or PAD), also positions that
-    are PAD in a given input: the key mask of the original tokens hides those, so
-    they change nothing. The draws ignore the case's domain (e.g. distinct tokens).
-    """
-    w = case.weights
-    real = np.array([i for i in range(len(w.input_tokens)) if i not in (w.bos_id, w.pad_id)], dtype=np.int64)
-    out = rng.choice(real, size=(k, case.n_positions))
-    out[:, 0] = w.bos_id
-    return out
-
-
-@dataclasses.dataclass(frozen=True)
-class Rows:
-    """The expanded rows of a case, one per (input, real output position).
-
-    Attributes:
-        ids: [m, T] token ids of each row's input.
-        embeddings: [m, T, d_model] token embeddings of `ids` (no positional part).
-        target: [m] flat targets into `embedding_forward`'s logits.
-        index: (b, i) arrays [m] naming each row's input and output position.
-    """
-
-    ids: torch.Tensor
-    embeddings: torch.Tensor
-    target: torch.Tensor
-    index: tuple[np.ndarray, np.ndarray]
-
-    @classmethod
-    def of(cls, case: CompiledCase) -> Rows:
-        """Expands `case` with `expand_output_rows`."""
-        import torch
-
-        tokens_rep, targets, index = expand_output_rows(case)
-        ids = torch.from_numpy(tokens_rep)
-        with torch.no_grad():
-            embeddings = case.model.embed(ids)
-        return cls(ids, embeddings, flat_targets(targets, int(case.weights.unembed.shape[1])), index)
-
-    def __len__(self) -> int:
-        return int(self.ids.shape[0])
-
-    def inputs(self, rows: slice) -> torch.Tensor:
-        """A fresh leaf copy of some rows' embeddings that requires grad (captum warns otherwise)."""
-        return self.embeddings[rows].detach().clone().requires_grad_(True)
-
-
-class EmbeddingAttribution(Method):
-    """Shared explain() of the gradient family; subclasses implement `attribute`.
-
-    Rows come from `expand_output_rows`, attributions [m, T, d_model] are reduced to
-    one score per token with the `reduce` setting and placed with `scatter_rows`
-    (BOS/PAD columns and rows are 0). Diagnostics always hold `n_rows` and
-    `zero_row_share`, plus whatever `attribute` adds.
-    """
-
-    def check_settings(self) -> None:
-        """Raises BadInputError on a bad setting (before any work)."""
-        s = self.settings
-        if s["reduce"] not in REDUCTIONS:
-            raise BadInputError(f"reduce must be one of {REDUCTIONS}, got {s['reduce']!r}")
-        if int(s["internal_batch_size"]) < 1:
-            raise BadInputError(f"internal_batch_size must be at least 1, got {s['internal_batch_size']}")
-
-    def attribute(self, case: CompiledCase, rows: Rows, seed: int) -> tuple[np.ndarray, dict[str, Any]]:
-        """Attributions [m, T, d_model] for every row, and extra diagnostics."""
-        raise NotImplementedError
-
-    def explain(self, case: CompiledCase, *, seed: int = 0) -> Explanation:
-        """Attributes every real output position of every evaluation input.
-
-        Args:
-            case: The compiled case.
-            seed: Seeds any sampling (only GradientShap samples).
-
-        Returns:
-            An Explanation with token_relevance [n, T, T] and diagnostics.
-        """
-        self.check_settings()
-        n, t = case.tokens.shape
-        if int(np.sum(case.lengths)) == 0:
-            empty = {"n_rows": 0, "zero_row_share": 0.0}
-            return Explanation(token_relevance=np.zeros((n, t, t)), diagnostics=empty)
-        rows = Rows.of(case)
-        attributions, extra = self.attribute(case, rows, seed)
-        scores = reduce_embedding(attributions, self.settings["reduce"])  # [m, T]
-        relevance = scatter_rows(case, scores, rows.index)
-        diagnostics = {"n_rows": len(rows), "zero_row_share": zero_row_share(case, relevance), **extra}
-        return Explanation(token_relevance=relevance, diagnostics=diagnostics)
-
-
-def _delta_diagnostics(deltas: list[np.ndarray]) -> dict[str, float]:
-    delta_abs = np.abs(np.concatenate(deltas))
-    return {"delta_abs_mean": float(delta_abs.mean()), "delta_abs_max": float(delta_abs.max())}
-
-
-def token_difference_basis(case: CompiledCase) -> np.ndarray:
-    """Orthonormal basis [d_model, r] of the span of differences between real-token embeddings.
-
-    These are the only directions a token substitution can move the token embedding
-    in; directions every token shares (tracr's `one`) and directions no token writes
-    (positions, intermediate and output variables) are outside it.
-    """
-    w = case.weights
-    real = [i for i in range(len(w.input_tokens)) if i not in (w.bos_id, w.pad_id)]
-    diffs = np.asarray(w.token_embed, dtype=np.float64)[real[1:]] - np.asarray(w.token_embed)[real[0]]
-    if len(diffs) == 0:
-        return np.zeros((w.d_model, 0))
-    u, sv, _ = np.linalg.svd(diffs.T, full_matrices=False)
-    return u[:, sv > 1e-9 * max(1.0, float(sv.max()))]
 
 
 @method("saliency", family="attribution", kinds=("token_relevance",))
@@ -326,12 +71,7 @@ class Saliency(EmbeddingAttribution):
         """
         from captum.attr import Saliency as CaptumSaliency
 
-        sal = CaptumSaliency(embedding_forward(case.model))
-        grads = np.concatenate([
-            sal.attribute(rows.inputs(r), target=rows.target[r], abs=False,
-                          additional_forward_args=(rows.ids[r],)).detach().numpy()
-            for r in row_chunks(len(rows), int(self.settings["internal_batch_size"]))
-        ])  # fmt: skip
+        grads = self.attribute_leaves(CaptumSaliency(embedding_forward(case.model)), rows, abs=False)
         b, _ = rows.index
         pos = np.arange(case.n_positions)
         real = (pos[None, :] >= 1) & (pos[None, :] <= np.asarray(case.lengths)[b][:, None])  # [m, T]
@@ -368,13 +108,7 @@ class InputXGradient(EmbeddingAttribution):
         """Embedding times gradient [m, T, d_model]."""
         from captum.attr import InputXGradient as CaptumInputXGradient
 
-        ixg = CaptumInputXGradient(embedding_forward(case.model))
-        parts = [
-            ixg.attribute(rows.inputs(r), target=rows.target[r],
-                          additional_forward_args=(rows.ids[r],)).detach().numpy()
-            for r in row_chunks(len(rows), int(self.settings["internal_batch_size"]))
-        ]  # fmt: skip
-        return np.concatenate(parts), {}
+        return self.attribute_leaves(CaptumInputXGradient(embedding_forward(case.model)), rows), {}
 
 
 @method("integrated_gradients", family="attribution", kinds=("token_relevance",))
@@ -418,8 +152,7 @@ class IntegratedGradients(EmbeddingAttribution):
 
     def check_settings(self) -> None:
         """Adds: `baseline` must be in BASELINES."""
-        if self.settings["baseline"] not in BASELINES:
-            raise BadInputError(f"baseline must be one of {BASELINES}, got {self.settings['baseline']!r}")
+        require_choice(self.settings, "baseline", BASELINES)
         super().check_settings()
 
     def attribute(self, case: CompiledCase, rows: Rows, seed: int) -> tuple[np.ndarray, dict[str, Any]]:
@@ -430,22 +163,11 @@ class IntegratedGradients(EmbeddingAttribution):
         s = self.settings
         with torch.no_grad():
             base = case.model.embed(torch.from_numpy(pad_baseline(case, rows.ids.numpy())))
-        ig = CaptumIntegratedGradients(embedding_forward(case.model))
-        parts, deltas = [], []
-        for r in row_chunks(len(rows), int(s["internal_batch_size"])):
-            attr, delta = ig.attribute(
-                rows.embeddings[r],
-                baselines=base[r],
-                target=rows.target[r],
-                additional_forward_args=(rows.ids[r],),
-                n_steps=int(s["n_steps"]),
-                method=s["method"],
-                internal_batch_size=int(s["internal_batch_size"]),
-                return_convergence_delta=True,
-            )
-            parts.append(attr.detach().numpy())
-            deltas.append(delta.detach().numpy())
-        return np.concatenate(parts), _delta_diagnostics(deltas)
+        size = int(s["internal_batch_size"])
+        return self.attribute_from_baselines(
+            CaptumIntegratedGradients(embedding_forward(case.model)), rows, size, lambda r: base[r],
+            n_steps=int(s["n_steps"]), method=s["method"], internal_batch_size=size,
+        )  # fmt: skip
 
 
 @method("gradient_shap", family="attribution", kinds=("token_relevance",))
@@ -491,14 +213,12 @@ class GradientShap(EmbeddingAttribution):
     def check_settings(self) -> None:
         """Adds: baseline choice, n_samples >= 1, stdevs >= 0, n_random_baselines >= 1 when used."""
         s = self.settings
-        if s["baseline"] not in GSHAP_BASELINES:
-            raise BadInputError(f"baseline must be one of {GSHAP_BASELINES}, got {s['baseline']!r}")
-        if int(s["n_samples"]) < 1:
-            raise BadInputError(f"n_samples must be at least 1, got {s['n_samples']}")
+        require_choice(s, "baseline", GSHAP_BASELINES)
+        require_at_least_one(s, "n_samples")
         if not float(s["stdevs"]) >= 0:
             raise BadInputError(f"stdevs must be >= 0, got {s['stdevs']}")
-        if "random" in s["baseline"] and int(s["n_random_baselines"]) < 1:
-            raise BadInputError(f"n_random_baselines must be at least 1, got {s['n_random_baselines']}")
+        if "random" in s["baseline"]:
+            require_at_least_one(s, "n_random_baselines")
         super().check_settings()
 
     def baseline_ids(self, case: CompiledCase, seed: int) -> np.ndarray:
@@ -522,22 +242,13 @@ class GradientShap(EmbeddingAttribution):
         ids = self.baseline_ids(case, seed)
         with torch.no_grad():
             base = case.model.embed(torch.from_numpy(ids))
-        gs = CaptumGradientShap(embedding_forward(case.model))
-        parts, deltas = [], []
         with seeded_global_rngs(seed):
-            for r in row_chunks(len(rows), max(1, int(s["internal_batch_size"]) // n_samples)):
-                attr, delta = gs.attribute(
-                    rows.embeddings[r],
-                    baselines=base,
-                    target=rows.target[r],
-                    additional_forward_args=(rows.ids[r],),
-                    n_samples=n_samples,
-                    stdevs=float(s["stdevs"]),
-                    return_convergence_delta=True,
-                )
-                parts.append(attr.detach().numpy())
-                deltas.append(delta.detach().numpy())
-        return np.concatenate(parts), {"n_baselines": len(ids), **_delta_diagnostics(deltas)}
+            attributions, deltas = self.attribute_from_baselines(
+                CaptumGradientShap(embedding_forward(case.model)), rows,
+                max(1, int(s["internal_batch_size"]) // n_samples), lambda r: base,
+                n_samples=n_samples, stdevs=float(s["stdevs"]),
+            )  # fmt: skip
+        return attributions, {"n_baselines": len(ids), **deltas}
 
 
 DEEPLIFT_REASON = (

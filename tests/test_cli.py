@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from typer.testing import CliRunner
 
@@ -81,3 +82,42 @@ def test_export_writes_files(tmp_path: Path) -> None:
     res = runner.invoke(app, ["export", "tracr_lib/reverse", "--out", str(tmp_path / "x")])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "x" / "weights.npz").exists() and (tmp_path / "x" / "FORMAT.md").exists()
+
+
+def test_show_a_synthesis_cell_prints_and_runs_its_programs(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    res = runner.invoke(app, ["run", "--case", "tracr_lib/reverse", "--method", "head_program_synthesis,uniform",
+                              "--out", str(run_dir)])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "synthesis section" in res.stdout
+    cell = run_dir / "cells" / "tracr_lib__reverse" / "base" / "head_program_synthesis" / "seed0"
+    res = runner.invoke(app, ["show", str(cell), "--input", "a b c d"])
+    assert res.exit_code == 0, res.output
+    assert "def attention(tokens)" in res.stdout and "soft_iou" in res.stdout
+    # the reverse head's recovered program, run on the typed input: query i reads key n-1-i
+    from interpbench.recovered import execute, load_cell
+
+    heads = execute(load_cell(cell).explanation, list("abcd"))["heads"]
+    reverse_heads = [m for m in heads.values() if np.allclose(m[1:, 1:], np.eye(4)[::-1])]
+    assert reverse_heads, "no recovered head reads the mirrored position"
+    synth = pd.read_csv(run_dir / "synthesis.csv")
+    assert set(synth["method"]) == {"head_program_synthesis", "uniform"}
+    assert (synth.set_index("method").loc["head_program_synthesis", "soft_iou"] >= 0.99)
+
+
+def test_show_refuses_bad_tokens_and_program_less_cells(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    assert runner.invoke(app, ["run", "--case", "tracr_lib/reverse", "--method", "uniform", "--out", str(run_dir)]).exit_code == 0
+    cell = run_dir / "cells" / "tracr_lib__reverse" / "base" / "uniform" / "seed0"
+    res = runner.invoke(app, ["show", str(cell), "--input", "a b"])
+    assert res.exit_code == 2 and "no recovered program" in res.output
+    res = runner.invoke(app, ["show", "tracr_lib/reverse", "--input", "a zz"])
+    assert res.exit_code == 2 and "'zz' is not in the vocabulary" in res.output
+    res = runner.invoke(app, ["show", str(tmp_path)])
+    assert res.exit_code == 2 and "neither a case name nor a run cell" in res.output
+
+
+def test_show_case_runs_program_and_model_on_an_input() -> None:
+    res = runner.invoke(app, ["show", "tracr_lib/reverse", "--input", "a b c"])
+    assert res.exit_code == 0, res.output
+    assert "program: c b a" in res.stdout and "model:   c b a" in res.stdout

@@ -33,7 +33,7 @@ import numpy as np
 import pytest
 import torch
 
-from interpbench.methods.captum_attr import reduce_embedding
+from interpbench.attribution_rows import reduce_embedding
 from interpbench.runtime import CompiledTransformer, build_runtime
 from interpbench.weights import ModelWeights
 

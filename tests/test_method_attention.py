@@ -12,18 +12,11 @@ from interpbench import BadInputError
 from interpbench.compiled import CompiledCase
 from interpbench.explanation import Explanation
 from interpbench.method import get_method
-from interpbench.methods.attention import (
-    AttentionAllLayers,
-    AttentionFlow,
-    AttentionLastLayer,
-    AttentionRollout,
-    AttentionValueNorm,
-    augment_residual,
-    layered_max_flow,
-    live_heads,
-    networkx_max_flow,
-    rollout,
-)
+from interpbench.attention_graphs import augment_residual, layered_max_flow, networkx_max_flow, rollout
+from interpbench.attention_relevance import live_heads
+from interpbench.methods.attention import AttentionAllLayers, AttentionLastLayer
+from interpbench.methods.attention_graphs import AttentionFlow, AttentionRollout
+from interpbench.methods.attention_value_norm import AttentionValueNorm
 
 
 METHODS = [

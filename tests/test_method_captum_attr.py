@@ -12,6 +12,10 @@ from interpbench import BadInputError
 from interpbench.compiled import CompiledCase
 from interpbench.explanation import Explanation
 from interpbench.method import get_method
+from captum_checks import check_token_relevance, valid_in
+
+from interpbench.attribution_rows import expand_output_rows, pad_baseline
+from interpbench.embedding_attribution import token_difference_basis
 from interpbench.methods.captum_attr import (
     DEEPLIFT_REASON,
     DeepLift,
@@ -19,15 +23,10 @@ from interpbench.methods.captum_attr import (
     InputXGradient,
     IntegratedGradients,
     Saliency,
-    expand_output_rows,
-    pad_baseline,
-    token_difference_basis,
 )
 
 GRADIENT_METHODS = {"saliency": Saliency, "input_x_gradient": InputXGradient,
                     "integrated_gradients": IntegratedGradients, "gradient_shap": GradientShap}  # fmt: skip
-
-
 
 
 @pytest.fixture(scope="session")
@@ -77,12 +76,6 @@ def _gradient(case: CompiledCase, b: int, i: int) -> np.ndarray:
     return grad[0].numpy()
 
 
-def _valid_in(case: CompiledCase) -> np.ndarray:
-    """[n, T] True at real input tokens (BOS and PAD excluded), from the input lengths."""
-    pos = np.arange(case.n_positions)[None, :]
-    return (pos >= 1) & (pos <= case.lengths[:, None])
-
-
 def test_registered() -> None:
     cls = get_method("integrated_gradients")
     assert cls is IntegratedGradients
@@ -116,16 +109,8 @@ def test_shapes_finite_and_masked(
 ) -> None:
     case: CompiledCase = request.getfixturevalue(name)
     e = explained(method, name)
-    r = e.token_relevance
-    n, t = case.tokens.shape
-    assert r.shape == (n, t, t)
-    assert np.isfinite(r).all()
-    valid = _valid_in(case)
-    assert (r.transpose(0, 2, 1)[~valid] == 0).all()  # BOS and PAD input columns
-    assert (r[~valid] == 0).all()  # no output row at BOS or PAD
-    assert np.abs(r).max() > 0
+    check_token_relevance(case, e)
     assert e.diagnostics["n_rows"] == int(case.lengths.sum())
-    assert 0.0 <= e.diagnostics["zero_row_share"] <= 1.0
 
 
 def test_deterministic(reverse: CompiledCase, reverse_ig: Explanation) -> None:
@@ -154,7 +139,7 @@ def test_completeness_on_a_path_linear_program(
     with torch.no_grad():
         fx = model.forward_from_embeddings(model.embed(tokens), tokens)[..., 0].numpy()
         fb = model.forward_from_embeddings(model.embed(base), tokens)[..., 0].numpy()
-    rows = _valid_in(case)
+    rows = valid_in(case)
     total = frac_prevs_ig.token_relevance.sum(axis=-1)
     diff = fx - fb
     assert np.abs(diff[rows]).max() > 0.1  # the check is not vacuous
@@ -299,7 +284,7 @@ def test_gradient_shap_completeness_on_a_path_linear_program(frac_prevs: Compile
     with torch.no_grad():
         fx = model.forward_from_embeddings(model.embed(tokens), tokens)[..., 0].numpy()
         fb = model.forward_from_embeddings(model.embed(base), tokens)[..., 0].numpy()
-    rows = _valid_in(frac_prevs)
+    rows = valid_in(frac_prevs)
     assert np.abs((fx - fb)[rows]).max() > 0.1
     np.testing.assert_allclose(e.token_relevance.sum(-1)[rows], (fx - fb)[rows], rtol=1e-9, atol=1e-12)
     assert e.diagnostics["delta_abs_max"] < 1e-9

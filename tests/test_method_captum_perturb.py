@@ -13,15 +13,12 @@ from interpbench import BadInputError
 from interpbench.compiled import CompiledCase
 from interpbench.explanation import Explanation
 from interpbench.method import Method, get_method
-from interpbench.methods.captum_perturb import (
-    FeatureAblation,
-    KernelShap,
-    LeaveOneOut,
-    Lime,
-    Occlusion,
-    ShapleyValues,
-    ShapleyValueSampling,
-)
+from captum_checks import check_token_relevance, valid_in
+
+from interpbench.methods.captum_perturb import FeatureAblation, Occlusion, ShapleyValues, ShapleyValueSampling
+from interpbench.methods.captum_surrogate import KernelShap, Lime
+from interpbench.methods.leave_one_out import LeaveOneOut
+from interpbench.perturbation_relevance import snap_relevance_ties
 
 METHODS: dict[str, type[Method]] = {
     "feature_ablation": FeatureAblation,
@@ -32,8 +29,6 @@ METHODS: dict[str, type[Method]] = {
     "kernel_shap": KernelShap,
     "leave_one_out": LeaveOneOut,
 }
-
-
 
 
 def _head(case: CompiledCase, n: int) -> CompiledCase:
@@ -58,12 +53,6 @@ def explained(small_cases: dict[str, CompiledCase]) -> dict[tuple[str, str], Exp
     return {(m, c): cls().explain(case, seed=3) for m, cls in METHODS.items() for c, case in small_cases.items()}
 
 
-def _valid_in(case: CompiledCase) -> np.ndarray:
-    """[n, T] True at real input tokens (BOS and PAD excluded), from the input lengths."""
-    pos = np.arange(case.n_positions)[None, :]
-    return (pos >= 1) & (pos <= case.lengths[:, None])
-
-
 def _scores(case: CompiledCase, ids: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
     """Target score per position [k, T] of token ids [k, T], with the key mask of the original inputs.
 
@@ -80,7 +69,7 @@ def _scores(case: CompiledCase, ids: np.ndarray, rows: np.ndarray | None = None)
 
 def _all_pad(case: CompiledCase) -> np.ndarray:
     """Every real token replaced by PAD (BOS and the PAD positions stay)."""
-    return np.where(_valid_in(case), case.weights.pad_id, case.tokens)
+    return np.where(valid_in(case), case.weights.pad_id, case.tokens)
 
 
 def test_registered() -> None:
@@ -98,15 +87,7 @@ def test_shapes_finite_masked_nonzero_deterministic(
     name: str, case_name: str, small_cases: dict[str, CompiledCase], explained: dict[tuple[str, str], Explanation]
 ) -> None:
     case = small_cases[case_name]
-    r = explained[(name, case_name)].token_relevance
-    n, t = case.tokens.shape
-    assert r.shape == (n, t, t)
-    assert np.isfinite(r).all()
-    valid = _valid_in(case)
-    assert (r.transpose(0, 2, 1)[~valid] == 0).all()  # BOS and PAD input columns
-    assert (r[~valid] == 0).all()  # no output row at BOS or PAD
-    assert np.abs(r).max() > 0.1
-    assert 0.0 <= explained[(name, case_name)].diagnostics["zero_row_share"] <= 1.0
+    r = check_token_relevance(case, explained[(name, case_name)], larger_than=0.1)
     again = METHODS[name]().explain(case, seed=3).token_relevance
     np.testing.assert_array_equal(again, r)
 
@@ -166,7 +147,7 @@ def test_exact_shapley_efficiency(case_name: str, compiled: Callable[[str], Comp
     case = compiled(f"tracr_lib/{case_name}")
     r = ShapleyValues().explain(case).token_relevance
     diff = _scores(case, case.tokens) - _scores(case, _all_pad(case))
-    rows = _valid_in(case)
+    rows = valid_in(case)
     assert np.abs(diff[rows]).max() > 0.1  # not vacuous
     np.testing.assert_allclose(r.sum(-1)[rows], diff[rows], rtol=0, atol=1e-6)
 
@@ -193,7 +174,7 @@ def test_exact_shapley_matches_float64_subsets_and_keeps_ties(reverse: CompiledC
             weight = np.array([fact[s] * fact[m - s - 1] / fact[m] if j < m and code >> m == 0 else 0.0
                                for m in lengths])  # fmt: skip
             phi[:, :, j + 1] += weight[:, None] * (values[:, code | (1 << j)] - values[:, code])
-    valid = _valid_in(case)
+    valid = valid_in(case)
     phi *= valid[:, :, None] * valid[:, None, :]
     r = ShapleyValues().explain(case).token_relevance
     np.testing.assert_allclose(r, phi, atol=1e-5)
@@ -211,20 +192,18 @@ def test_exact_shapley_matches_float64_subsets_and_keeps_ties(reverse: CompiledC
 
 
 def test_snap_ties_by_hand(reverse: CompiledCase) -> None:
-    from interpbench.methods.captum_perturb import _snap_ties
-
     case = dataclasses.replace(reverse, tokens=reverse.tokens[:1], lengths=np.array([3]), outputs=reverse.outputs[:1])
     r = np.zeros((1, case.n_positions, case.n_positions))
     r[0, 1, 1:4] = [0.2 + 1e-7, 0.5, 0.2 - 1e-7]
     r[0, 2, 1:4] = [1.0, 1.0 + 4e-6, 1.0 + 8e-6]  # a chain of neighbours closer than tol: one run
     r[0, 3, 1:4] = [-1e-17, 0.0, 1e-17]
-    snapped, moved = _snap_ties(case, r, 1e-5)
+    snapped, moved = snap_relevance_ties(case, r, 1e-5)
     np.testing.assert_array_equal(snapped[0, 1, 1:4], [0.2, 0.5, 0.2])
     assert len(set(snapped[0, 2, 1:4])) == 1
     np.testing.assert_array_equal(snapped[0, 3], 0.0)
     np.testing.assert_allclose(snapped.sum(-1), r.sum(-1), atol=1e-15)
     assert moved == 6  # the middle of the chain is its mean already
-    assert _snap_ties(case, r, 0.0)[1] == 0
+    assert snap_relevance_ties(case, r, 0.0)[1] == 0
 
 
 def test_exact_shapley_refuses_long_inputs(reverse: CompiledCase) -> None:
@@ -235,7 +214,7 @@ def test_exact_shapley_refuses_long_inputs(reverse: CompiledCase) -> None:
 def test_shapley_sampling_converges_to_exact(compiled: Callable[[str], CompiledCase]) -> None:
     case = _head(compiled("tracr_lib/sort"), 16)
     exact = ShapleyValues().explain(case).token_relevance
-    rows = _valid_in(case)
+    rows = valid_in(case)
     errors = {}
     for n_samples in (4, 256):
         r = ShapleyValueSampling(n_samples=n_samples).explain(case, seed=0).token_relevance
@@ -266,7 +245,7 @@ def test_kernel_shap_approximates_exact(compiled: Callable[[str], CompiledCase])
     case = _head(compiled("tracr_lib/sort"), 16)
     exact = ShapleyValues().explain(case).token_relevance
     e = KernelShap().explain(case, seed=0)
-    rows = _valid_in(case)
+    rows = valid_in(case)
     err = np.abs(e.token_relevance - exact)[rows].mean() / np.abs(exact)[rows].mean()
     assert err < 0.3
     # the full and empty coalitions carry weight 1e6: efficiency up to the float32 fit
@@ -281,7 +260,7 @@ def test_lime_is_not_all_zero(
     # (a row with a non-zero exact Shapley value). frac_prevs has rows that never change.
     for case_name in ("reverse", "frac_prevs"):
         case = small_cases[case_name]
-        rows = _valid_in(case)
+        rows = valid_in(case)
         moves = (np.abs(explained[("shapley_values", case_name)].token_relevance) > 1e-9).any(-1)[rows]
         assert moves.mean() > 0.25
         lime = (np.abs(explained[("lime", case_name)].token_relevance) > 1e-9).any(-1)[rows]
@@ -363,7 +342,7 @@ def test_leave_one_out_is_not_pad_replacement(compiled: Callable[[str], Compiled
     # residual stream, never through attention. Replacing token i by PAD changes output
     # i; erasing key i leaves every output unchanged.
     case = compiled("algorithmic/double_mod5")
-    rows = _valid_in(case)
+    rows = valid_in(case)
     loo = LeaveOneOut().explain(case).token_relevance
     assert np.abs(loo).max() < 1e-9
     ablation = FeatureAblation().explain(case).token_relevance

@@ -9,7 +9,7 @@ from scipy.stats import mannwhitneyu
 from interpbench.components import Component
 from interpbench.explanation import Explanation
 from interpbench.ground_truth import GroundTruth
-from interpbench.metrics import METRICS, RowScores, aggregate, auroc, auroc_row
+from interpbench.metrics import METRICS, RowScores, aggregate, auroc_row, token_rows
 
 
 def test_auroc_perfect_inverted_and_tied() -> None:
@@ -66,7 +66,7 @@ def test_token_auroc_counts_undefined_rows_and_ignores_bos_and_pad() -> None:
     g[0, 2, 1:3] = 1  # row 2: all relevant -> undefined
     r = np.zeros((1, 4, 4))
     r[0, 1] = [100.0, 1.0, 0.0, 100.0]  # huge BOS/PAD scores must not matter
-    rows = auroc(Explanation(token_relevance=r), _truth(g, valid_in, valid_out))
+    rows = token_rows(Explanation(token_relevance=r), _truth(g, valid_in, valid_out), lambda r, g, _gg: auroc_row(r, g))
     assert rows.values[0] == 1.0 and np.isnan(rows.values[1])
     s = aggregate(rows)
     assert (s.value, s.n, s.n_undefined) == (1.0, 1, 1)

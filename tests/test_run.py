@@ -75,7 +75,9 @@ def test_resume_skips_finished_cells(baseline_run: tuple[Path, pd.DataFrame]) ->
     methods = [get_method(m) for m in ("oracle", "uniform", "random")]
     rows = run_grid([get_case(c) for c in CASES], methods, run_dir)
     assert marker.stat().st_mtime_ns == before
-    assert len(rows) == len(collect_rows(run_dir)) == 3 * len(CASES)
+    n_metrics = 1 + 4  # auroc, and the four head-level metrics (every baseline returns head patterns)
+    assert len(rows) == len(collect_rows(run_dir)) == 3 * len(CASES) * n_metrics
+    assert set(rows.groupby(["case", "method"]).size()) == {n_metrics}  # no cell scored twice
 
 
 def test_a_failing_method_is_recorded_and_the_grid_goes_on(tmp_path: Path) -> None:
