@@ -56,7 +56,8 @@ class ProgramTask:
 
     Attributes:
         inputs: Training inputs as token values.
-        outputs: The model's decoded output values on them (numbers for numerical models).
+        outputs: The model's decoded output values on them (numbers for numerical models;
+            None where the model emits no value, e.g. where an aggregate selects nothing).
         valid_inputs: Held-out inputs a found program must also fit.
         valid_outputs: The model's outputs on them.
         vocab: The model's input vocabulary.
@@ -68,6 +69,7 @@ class ProgramTask:
         selector_hints: Head programs (`interpbench.selector/1` specs) the search may use
             as ready-made selectors; empty when synthesizing from behaviour alone.
         atol: Tolerance for numerical outputs.
+        max_size: Largest expression size (number of operations) the search may build.
     """
 
     inputs: tuple[tuple[Value, ...], ...]
@@ -82,6 +84,7 @@ class ProgramTask:
     seed: int = 0
     selector_hints: tuple[dict[str, Any], ...] = ()
     atol: float = 1e-3
+    max_size: int = 12
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,126 @@
+"""Whole-program synthesis adapters: recover the required programs from the model alone."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+
+from interpbench.errors import BadInputError
+from interpbench.ground_truth import same_value
+from interpbench.method import get_method
+from interpbench.program import evaluate, relabel
+from interpbench.rasp_spec import run_spec, spec_to_rasp
+
+REQUIRED = [
+    "tracr_lib/reverse", "tracr_lib/hist", "tracr_lib/length", "tracr_lib/frac_prevs", "tracr_lib/shift_by",
+    "algorithmic/token_plus_index", "tracr_lib/nary_sequencemap",
+]  # fmt: skip
+
+
+def held_out(cc: Any) -> list[list[Any]]:
+    """Evaluation inputs plus 16 domain inputs of each length max_seq_len + 1 and + 2."""
+    case, longer = cc.case, []
+    for n in (case.max_seq_len + 1, case.max_seq_len + 2):
+        domain = dataclasses.replace(case.domain, min_len=n, max_len=n)
+        try:
+            longer += domain.sample(np.random.default_rng([9, n]), 16, case.vocab, n)
+        except BadInputError:
+            pass
+    return [list(x) for x in cc.inputs] + longer
+
+
+def program_accuracy(spec: dict[str, Any], cc: Any) -> float:
+    truth = relabel(cc.case.program())
+    hits = [all(w is None or same_value(g, w) for g, w in zip(run_spec(spec, xs), evaluate(truth, xs)))
+            for xs in held_out(cc)]  # fmt: skip
+    return float(np.mean(hits))
+
+
+class Poison:
+    """Stands in for the ground truth: any use fails the test."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"the adapter read compiled.truth.{name}")
+
+
+def blind(cc: Any) -> Any:
+    return dataclasses.replace(cc, truth=Poison())
+
+
+@pytest.mark.parametrize("name", REQUIRED)
+def test_recovers_required_programs_from_the_model(name: str, compiled) -> None:
+    cc = compiled(name)
+    e = get_method("program_synthesis")().explain(blind(cc), seed=0)
+    assert e.kinds == ("program",)
+    assert e.diagnostics["search"]["status"] == "found", e.diagnostics["search"]["note"]
+    assert e.program["status"] == "found" and spec_to_rasp(e.program) is not None
+    assert program_accuracy(e.program, cc) == 1.0
+    assert e.source.startswith("from tracr.rasp import rasp") and "def program():" in e.source
+    assert e.diagnostics["seconds"] < 30
+
+
+@pytest.mark.parametrize("name", ["tracr_lib/reverse", "tracr_lib/shift_by", "tracr_lib/frac_prevs"])
+def test_head_programs_seed_the_search(name: str, compiled) -> None:
+    cc = compiled(name)
+    plain = get_method("program_synthesis")().explain(cc, seed=0)
+    e = get_method("program_synthesis_heads")().explain(blind(cc), seed=0)
+    assert e.head_programs and set(e.head_programs) <= set(cc.head_names())
+    assert set(e.diagnostics["head_search"]) >= set(e.head_programs)
+    assert e.diagnostics["search"]["status"] == "found"
+    assert e.diagnostics["search"]["searched"] < plain.diagnostics["search"]["searched"]
+    assert program_accuracy(e.program, cc) == 1.0
+
+
+def test_budget_that_runs_out_is_reported_not_raised(compiled) -> None:
+    cc = compiled("tracr_lib/reverse")
+    e = get_method("program_synthesis")(budget=50).explain(cc, seed=0)
+    search = e.diagnostics["search"]
+    assert search["status"] == "not_found" and search["note"] == "not found within budget of 50 candidates"
+    assert e.kinds == ("program",) and e.program["status"] in ("partial", "not_found")
+    assert e.source.startswith("#") and "not found within budget of 50 candidates" in e.source
+    if e.program["output"] is not None:
+        assert program_accuracy(e.program, cc) < 1.0
+
+
+def test_deterministic_and_settings_recorded(compiled) -> None:
+    cc = compiled("tracr_lib/hist")
+    cls = get_method("program_synthesis_heads")
+    a, b = cls().explain(cc, seed=2), cls().explain(cc, seed=2)
+    assert a.program == b.program and a.source == b.source and a.head_programs == b.head_programs
+    assert a.diagnostics["search"] == b.diagnostics["search"]
+    params = cls(budget=1234).params()
+    assert params["budget"] == 1234 and set(params) == set(cls.defaults)
+    json.dumps(params)
+
+
+def test_training_inputs_avoid_evaluation_inputs(compiled) -> None:
+    from interpbench.methods.synthesis_program import sample_inputs
+
+    cc = compiled("tracr_lib/reverse")  # 4 letters up to length 5: plenty of fresh inputs
+    inputs = sample_inputs(cc, 128, seed=0)
+    assert len(inputs) == 128 and len({tuple(x) for x in inputs}) == 128
+    assert {len(x) for x in inputs} == set(range(1, cc.case.max_seq_len + 1))
+    reused = {tuple(x) for x in inputs} & {tuple(x) for x in cc.inputs}
+    # only where the domain leaves nothing else: all 4 inputs of length 1 are evaluation inputs
+    assert {len(x) for x in reused} == {1} and len({tuple(x) for x in cc.inputs if len(x) == 1}) == 4
+    assert inputs != sample_inputs(cc, 128, seed=1)
+    small = compiled("tracr_lib/count")  # a, b; length 3-5; at most two a: 34 inputs in all
+    everything = sample_inputs(small, 128, seed=0)
+    assert len({tuple(x) for x in everything}) == len(everything) == 34
+    assert all(small.case.domain.contains(x, small.case.vocab, small.case.max_seq_len) for x in everything)
+
+
+def test_silent_read_out_decodes_to_none(compiled) -> None:
+    """Where RASP is None, tracr writes nothing to the output space: the adapter reads None there."""
+    from interpbench.methods.synthesis_program import model_outputs
+
+    cc = compiled("tracr_lib/shift_by")
+    truth = relabel(cc.case.program())
+    outs = model_outputs(cc, cc.inputs, 0.5)
+    for xs, ys in zip(cc.inputs, outs):
+        assert [y is None for y in ys] == [w is None for w in evaluate(truth, xs)]
+        assert all(y == w for y, w in zip(ys, evaluate(truth, xs)) if w is not None)
