@@ -172,6 +172,7 @@ class OpenAICompatible(Synthesizer):
     def synthesize_program(self, task: ProgramTask) -> SearchResult:
         from interpbench.errors import BadInputError
         from interpbench.rasp_spec import run_spec
+        from interpbench.rasp_values import same_output
 
         def show(xs: Sequence[Any], ys: Sequence[Any]) -> str:
             return f"  {' '.join(map(str, xs))}  ->  {' '.join(map(str, ys))}"
@@ -191,7 +192,10 @@ class OpenAICompatible(Synthesizer):
                     raise BackendReplyError(str(exc)) from None
                 except Exception as exc:  # the program fails on this input: a miss, with feedback
                     got = [f"error: {type(exc).__name__}"] * len(xs)
-                ok = all(_same(g, y, task) for g, y in zip(got, ys))
+                ok = len(got) == len(ys) and all(  # None exactly where the model emits no value
+                    (g is None) == (y is None) and (g is None or same_output(g, y, numerical=task.numerical, atol=task.atol))
+                    for g, y in zip(got, ys)
+                )
                 hits += ok
                 if not ok and worst is None:
                     worst = (xs, ys, got)
@@ -204,13 +208,3 @@ class OpenAICompatible(Synthesizer):
 
         return _refine([{"role": "user", "content": prompt}], task.budget, score, 1.0)
 
-
-def _same(got: Any, want: Any, task: ProgramTask) -> bool:
-    if got is None:  # undefined positions: the model emits its default there
-        return True
-    if task.numerical:
-        try:
-            return abs(float(got) - float(want)) <= task.atol
-        except (TypeError, ValueError):
-            return False
-    return bool(got == want)

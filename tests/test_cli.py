@@ -121,3 +121,15 @@ def test_show_case_runs_program_and_model_on_an_input() -> None:
     res = runner.invoke(app, ["show", "tracr_lib/reverse", "--input", "a b c"])
     assert res.exit_code == 0, res.output
     assert "program: c b a" in res.stdout and "model:   c b a" in res.stdout
+
+
+def test_show_runs_a_recovered_whole_program_on_a_longer_input(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    res = runner.invoke(app, ["run", "--case", "tracr_lib/reverse", "--method", "program_synthesis", "--out", str(run_dir)])
+    assert res.exit_code == 0, res.output
+    cell = run_dir / "cells" / "tracr_lib__reverse" / "base" / "program_synthesis" / "seed0"
+    # seven tokens: longer than the model accepts (max_seq_len 5), so only the program can answer
+    res = runner.invoke(app, ["show", str(cell), "--input", "a b c d a b b"])
+    assert res.exit_code == 0, res.output
+    assert "from tracr.rasp import rasp" in res.stdout and "program_accuracy" in res.stdout
+    assert "output: b b a d c b a" in res.stdout

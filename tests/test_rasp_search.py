@@ -14,6 +14,7 @@ from interpbench.ground_truth import same_value
 from interpbench.program import evaluate, relabel
 from interpbench.rasp_search import INDICES, TOKENS, Expr, Search, search_program
 from interpbench.rasp_spec import run_spec, validate
+from interpbench.rasp_values import same_output
 from interpbench.synthesis import ProgramTask
 
 REQUIRED = [
@@ -164,3 +165,11 @@ def test_numerical_outputs_within_tolerance(compiled) -> None:
     assert result.status == "found"
     evaluation, longer = held_out(cc)
     assert accuracy(result.program, cc, evaluation + longer) == 1.0
+
+
+def test_same_output_compares_with_the_task_tolerance() -> None:
+    """The public output comparison: a tolerance for numerical outputs, equality otherwise."""
+    assert same_output(0.5, 0.5 + 1e-4, numerical=True, atol=1e-3)
+    assert not same_output(0.5, 0.5 + 1e-2, numerical=True, atol=1e-3)
+    assert not same_output("a", 0.5, numerical=True, atol=1e-3)  # not a number: no match, no error
+    assert same_output("a", "a", numerical=False, atol=1e-3) and not same_output(1, 2, numerical=False, atol=5.0)
