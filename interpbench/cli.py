@@ -216,9 +216,12 @@ def _print_synthesis(rows: Any, *, by_case: bool) -> None:
     if table.empty:
         return
     if by_case:
-        table = table.assign(case=table["suite"] + "/" + table["case"]).drop(columns=["suite", "variant", "seed"])
-    else:  # the terminal summary keeps the headline columns; the CSVs have all of them
-        table = table.drop(columns=["argmax_agreement", "jsd"])
+        table = table.assign(case=table["suite"] + "/" + table["case"])
+        table = table[["case", "method", "soft_iou", "replacement_accuracy", "program_accuracy", "program_exact"]]
+        table = table.rename(columns={"replacement_accuracy": "replaced", "program_accuracy": "prog_acc", "program_exact": "exact"})
+    else:  # the terminal summary keeps the headline columns (80 wide); the CSVs have all of them
+        table = table[["method", "soft_iou", "replacement_accuracy", "program_accuracy", "recovered", "exact", "cases"]]
+        table = table.rename(columns={"replacement_accuracy": "replaced", "program_accuracy": "prog_acc"})
     out.print(_table("synthesis section (head patterns and programs)", list(table.columns), table.values.tolist()))
 
 
