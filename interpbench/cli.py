@@ -39,7 +39,7 @@ def _errors(fn: F) -> F:
 def _table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
     t = Table(title=title)
     for c in columns:
-        t.add_column(c)
+        t.add_column(c, overflow="fold")  # wrap long names instead of cutting them
     for r in rows:
         t.add_row(*[_fmt(v) for v in r])
     return t

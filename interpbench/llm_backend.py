@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -52,7 +51,7 @@ def chat(messages: list[dict[str, str]], *, temperature: float = 0.0) -> str:
         with urllib.request.urlopen(req, timeout=float(os.environ.get(ENV_TIMEOUT, "60"))) as resp:
             payload = json.loads(resp.read().decode())
         return str(payload["choices"][0]["message"]["content"])
-    except (urllib.error.URLError, TimeoutError, KeyError, IndexError, json.JSONDecodeError) as exc:
+    except (OSError, KeyError, IndexError, TypeError, json.JSONDecodeError) as exc:  # URLError, timeouts, resets
         raise BackendReplyError(f"endpoint {url}: {type(exc).__name__}: {exc}") from None
 
 
@@ -110,9 +109,14 @@ The predicate means key OP (query + offset). FN is {"kind": "linear", "coef": [I
 
 def _refine(
     first: list[dict[str, str]], budget: int, score: Callable[[dict[str, Any]], tuple[float, str]],
-    threshold: float = FOUND_SCORE,
+    threshold: float = FOUND_SCORE, unfit: str = "partial",
 ) -> SearchResult:
-    """Ask, score, and ask again with the worst case, `budget` replies at most."""
+    """Ask, score, and ask again with the worst case, `budget` replies at most.
+
+    The best usable reply that does not reach `threshold` is returned with status `unfit`
+    ("partial" for heads, whose patterns earn partial credit; "not_found" for programs,
+    which count only when found).
+    """
     messages = list(first)
     best: tuple[float, dict[str, Any] | None] = (float("-inf"), None)
     notes = []
@@ -132,7 +136,7 @@ def _refine(
     if best[1] is None:
         return SearchResult("not_found", None, float("nan"), max(budget, 0), budget,
                             f"not found within budget of {budget} replies; " + "; ".join(notes[-2:]))  # fmt: skip
-    return SearchResult("partial", best[1], best[0], budget, budget, f"best of {budget} replies")
+    return SearchResult(unfit, best[1], best[0], budget, budget, f"not found within budget of {budget} replies; best kept")
 
 
 @synthesizer("openai_compatible")
@@ -145,6 +149,7 @@ class OpenAICompatible(Synthesizer):
         return f"set {' and '.join(missing)} to use a language-model backend" if missing else None
 
     def synthesize_head(self, task: HeadTask) -> SearchResult:
+        """Shows the head's attention as weighted edges and asks for a selector/1 spec."""
         from interpbench.errors import BadInputError
         from interpbench.head_search import soft_iou_score
         from interpbench.selector_dsl import SelectorProgram, pattern
@@ -170,6 +175,7 @@ class OpenAICompatible(Synthesizer):
         return _refine([{"role": "user", "content": prompt}], task.budget, score, task.threshold)
 
     def synthesize_program(self, task: ProgramTask) -> SearchResult:
+        """Shows input/output examples and asks for a rasp/1 spec; validation inputs count too."""
         from interpbench.errors import BadInputError
         from interpbench.rasp_spec import run_spec
         from interpbench.rasp_values import same_output
@@ -206,5 +212,5 @@ class OpenAICompatible(Synthesizer):
             return acc, (f"{acc:.0%} of examples match. Counterexample:\n{show(xs, ys)}\nyours:\n{show(xs, got)}\n"
                          "Answer with a corrected JSON object.")  # fmt: skip
 
-        return _refine([{"role": "user", "content": prompt}], task.budget, score, 1.0)
+        return _refine([{"role": "user", "content": prompt}], task.budget, score, 1.0, unfit="not_found")
 

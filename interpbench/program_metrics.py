@@ -195,13 +195,20 @@ def same_structure(a: rasp.SOp, b: rasp.SOp, inputs: Sequence[Sequence[Any]]) ->
 
 
 def _programs(explanation: Explanation, compiled: CompiledCase) -> tuple[rasp.SOp | None, rasp.SOp]:
-    """(recovered program or None, true program); a spec without output or a malformed one gives None."""
+    """(recovered program or None, true program).
+
+    None (scored 0) for a malformed spec, one without output, and one whose status is not
+    "found": a search that ran out of budget keeps its best candidate for inspection, but
+    says itself that it found nothing, and is scored as such.
+    """
     from interpbench.program import relabel
     from interpbench.rasp_spec import spec_to_rasp
 
     if explanation.program is None:
         raise ValueError("explanation has no program")
     truth = relabel(compiled.case.program())
+    if explanation.program.get("status", "found") != "found":
+        return None, truth
     try:
         recovered = spec_to_rasp(explanation.program)
     except BadInputError:

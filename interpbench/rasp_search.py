@@ -80,7 +80,7 @@ class Search(Bank):
         except Exhausted:
             note = f"not found within budget of {self.budget} candidates"
         score, best = self.best
-        spec = to_spec(best, "partial") if best is not None else None
+        spec = to_spec(best, "not_found") if best is not None else None  # kept for inspection; scores 0
         return SearchResult("not_found", spec, score if best is not None else float("nan"), self.searched,
                             self.budget, note)  # fmt: skip
 

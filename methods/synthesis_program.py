@@ -74,7 +74,7 @@ def model_outputs(case: CompiledCase, inputs: Sequence[Sequence[Any]], undefined
 
 
 def head_hints(case: CompiledCase, inputs: Sequence[Sequence[Any]], backend: str, budget: int,
-               seed: int) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:  # fmt: skip
+               seed: int, found_iou: float = 0.99) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:  # fmt: skip
     """Selector programs of the model's live heads, searched on their attention over `inputs`.
 
     Returns:
@@ -99,7 +99,7 @@ def head_hints(case: CompiledCase, inputs: Sequence[Sequence[Any]], backend: str
             name = f"L{l}H{h}"
             task = HeadTask(head=name, inputs=tuple(tuple(x) for x in inputs),
                             attention=np.where(pair, pattern[:, h], 0.0), vocab=tuple(case.case.vocab),
-                            causal=case.case.causal, budget=budget, seed=seed)  # fmt: skip
+                            causal=case.case.causal, budget=budget, seed=seed, threshold=found_iou)  # fmt: skip
             result = synth.synthesize_head(task)
             summaries[name] = result.summary()
             if result.program is not None and result.status in ("found", "partial"):
@@ -137,14 +137,28 @@ class ProgramSynthesis(Method):
         """Head programs to seed the search with (none for behaviour-only synthesis)."""
         return {}, {}
 
+    def check_settings(self) -> None:
+        """Refuses unusable settings with one line naming the setting."""
+        from interpbench.errors import BadInputError
+        from interpbench.setting_checks import require_positive_int
+
+        require_positive_int(self.settings, "n_train", "n_valid", "budget", "max_size")
+        for key in ("atol", "undefined_logit"):
+            value = self.settings[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise BadInputError(f"{key} must be a positive number, got {value!r}")
+
     def explain(self, case: CompiledCase, *, seed: int = 0) -> Explanation:
         from interpbench.rasp_spec import render_source
         from interpbench.synthesis import ProgramTask, get_synthesizer
 
+        self.check_settings()
         start = time.perf_counter()
         s = self.settings
         want = int(s["n_train"]) + int(s["n_valid"])
         inputs = sample_inputs(case, want, seed)
+        evaluation = {tuple(xs) for xs in case.inputs}
+        overlap = sum(tuple(xs) in evaluation for xs in inputs)
         n_train = int(s["n_train"]) if len(inputs) == want else max(1, len(inputs) * int(s["n_train"]) // want)
         train, valid = inputs[:n_train], inputs[n_train:]
         outputs = model_outputs(case, inputs, float(s["undefined_logit"]))
@@ -160,15 +174,16 @@ class ProgramSynthesis(Method):
         )  # fmt: skip
         search_start = time.perf_counter()
         result = get_synthesizer(str(s["backend"])).synthesize_program(task)
-        spec = result.program
+        # the spec carries the search's own verdict: only a found program is scored as one
+        spec = None if result.program is None else {**result.program, "status": result.status}
         if spec is not None and spec.get("output") is not None:
             source = render_source(spec)
             if result.status != "found":
-                source = f"# best partial candidate ({result.note})\n{source}"
+                source = f"# best candidate, not a found program ({result.note})\n{source}"
         else:
             source = f"# no program found: {result.note}\n"
         diagnostics: dict[str, Any] = {
-            "search": result.summary(), "n_train": len(train), "n_valid": len(valid),
+            "search": result.summary(), "n_train": len(train), "n_valid": len(valid), "train_eval_overlap": overlap,
             "search_seconds": time.perf_counter() - search_start, "seconds": time.perf_counter() - start,
         }  # fmt: skip
         if head_search:
@@ -195,10 +210,24 @@ class ProgramSynthesisHeads(ProgramSynthesis):
 
     Settings:
         As `program_synthesis`, plus head_budget: most selector programs scored per head
-        (default 5000).
+        (default 5000), and head_found_iou: training soft IoU at which a head program
+        counts as found (default 0.99).
     """
 
-    defaults: ClassVar[dict[str, Any]] = {**ProgramSynthesis.defaults, "head_budget": 5000}
+    defaults: ClassVar[dict[str, Any]] = {**ProgramSynthesis.defaults, "head_budget": 5000, "head_found_iou": 0.99}
+
+    def check_settings(self) -> None:
+        """As `program_synthesis`, plus the head search's budget and threshold."""
+        from interpbench.errors import BadInputError
+        from interpbench.setting_checks import require_positive_int
+
+        super().check_settings()
+        require_positive_int(self.settings, "head_budget")
+        f = self.settings["head_found_iou"]
+        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f <= 1:
+            raise BadInputError(f"head_found_iou must be a number in (0, 1], got {f!r}")
 
     def hints(self, case: CompiledCase, inputs: list[list[Any]], seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
-        return head_hints(case, inputs, str(self.settings["backend"]), int(self.settings["head_budget"]), seed)
+        """Selector programs of the model's live heads (see `head_hints`)."""
+        s = self.settings
+        return head_hints(case, inputs, str(s["backend"]), int(s["head_budget"]), seed, float(s["head_found_iou"]))

@@ -40,3 +40,32 @@ def compiled() -> Callable[[str], object]:
         return cache[name]
 
     return get
+
+
+class _Forbidden:
+    """Stands in for what a method must not read: any use fails the test."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def __getattr__(self, name: str) -> object:
+        raise AssertionError(f"the method read {self.what}.{name}")
+
+    def __call__(self, *args: object, **kwargs: object) -> object:
+        raise AssertionError(f"the method called {self.what}()")
+
+
+@pytest.fixture(scope="session")
+def blind() -> Callable[[object], object]:
+    """`blind(compiled_case)`: the same case with its ground truth and true program poisoned.
+
+    Methods see the model only; a method that reads `compiled.truth` or builds the case's
+    RASP program (`compiled.case.program()`) fails the test that uses this.
+    """
+    import dataclasses
+
+    def poison(cc: object) -> object:
+        case = dataclasses.replace(cc.case, program=_Forbidden("case.program"))  # type: ignore[attr-defined]
+        return dataclasses.replace(cc, truth=_Forbidden("compiled.truth"), case=case)  # type: ignore[type-var]
+
+    return poison

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from typing import Any
 
@@ -28,19 +27,8 @@ def program_accuracy(explanation: Explanation, cc: Any) -> float:
     return float(np.nanmean(rows.values))
 
 
-class Poison:
-    """Stands in for the ground truth: any use fails the test."""
-
-    def __getattr__(self, name: str) -> Any:
-        raise AssertionError(f"the adapter read compiled.truth.{name}")
-
-
-def blind(cc: Any) -> Any:
-    return dataclasses.replace(cc, truth=Poison())
-
-
 @pytest.mark.parametrize("name", REQUIRED)
-def test_recovers_required_programs_from_the_model(name: str, compiled) -> None:
+def test_recovers_required_programs_from_the_model(name: str, compiled, blind) -> None:
     cc = compiled(name)
     e = get_method("program_synthesis")().explain(blind(cc), seed=0)
     assert e.kinds == ("program",)
@@ -48,11 +36,10 @@ def test_recovers_required_programs_from_the_model(name: str, compiled) -> None:
     assert e.program["status"] == "found" and spec_to_rasp(e.program) is not None
     assert program_accuracy(e, cc) == 1.0
     assert e.source.startswith("from tracr.rasp import rasp") and "def program():" in e.source
-    assert e.diagnostics["seconds"] < 30
 
 
 @pytest.mark.parametrize("name", ["tracr_lib/reverse", "tracr_lib/shift_by", "tracr_lib/frac_prevs"])
-def test_head_programs_seed_the_search(name: str, compiled) -> None:
+def test_head_programs_seed_the_search(name: str, compiled, blind) -> None:
     cc = compiled(name)
     plain = get_method("program_synthesis")().explain(cc, seed=0)
     e = get_method("program_synthesis_heads")().explain(blind(cc), seed=0)
@@ -68,10 +55,10 @@ def test_budget_that_runs_out_is_reported_not_raised(compiled) -> None:
     e = get_method("program_synthesis")(budget=50).explain(cc, seed=0)
     search = e.diagnostics["search"]
     assert search["status"] == "not_found" and search["note"] == "not found within budget of 50 candidates"
-    assert e.kinds == ("program",) and e.program["status"] in ("partial", "not_found")
+    assert e.kinds == ("program",) and e.program["status"] == "not_found"
     assert e.source.startswith("#") and "not found within budget of 50 candidates" in e.source
-    if e.program["output"] is not None:
-        assert program_accuracy(e, cc) < 1.0
+    assert program_accuracy(e, cc) == 0.0  # scored as not found, whatever the best candidate does
+    assert get_metric("program_exact").fn(e, cc).values.tolist() == [0.0]
 
 
 def test_deterministic_and_settings_recorded(compiled) -> None:
@@ -112,3 +99,17 @@ def test_silent_read_out_decodes_to_none(compiled) -> None:
     for xs, ys in zip(cc.inputs, outs):
         assert [y is None for y in ys] == [w is None for w in evaluate(truth, xs)]
         assert all(y == w for y, w in zip(ys, evaluate(truth, xs)) if w is not None)
+
+
+@pytest.mark.parametrize(
+    ("name", "settings", "word"),
+    [("program_synthesis", {"n_train": 0}, "n_train"), ("program_synthesis", {"budget": "x"}, "budget"),
+     ("program_synthesis", {"budget": -1}, "budget"), ("program_synthesis", {"atol": 0}, "atol"),
+     ("program_synthesis_heads", {"head_budget": 0}, "head_budget"),
+     ("program_synthesis_heads", {"head_found_iou": 1.5}, "head_found_iou")],
+)  # fmt: skip
+def test_bad_settings_are_refused_by_name(name: str, settings: dict[str, Any], word: str, compiled) -> None:
+    from interpbench.errors import BadInputError
+
+    with pytest.raises(BadInputError, match=word):
+        get_method(name)(**settings).explain(compiled("tracr_lib/length"), seed=0)

@@ -242,6 +242,16 @@ def test_spec_without_output_or_malformed_scores_zero(compiled: Callable[[str], 
         assert _score("program_exact", spec, case).value == 0.0
 
 
+def test_only_a_found_program_counts(compiled: Callable[[str], object]) -> None:
+    name, spec = SPECS[0]
+    case = compiled(name)
+    assert _score("program_accuracy", spec, case).value == 1.0
+    for status in ("not_found", "partial"):  # the same, correct nodes, but the method did not stand behind them
+        unfound = {**spec, "status": status}
+        assert _score("program_accuracy", unfound, case).value == 0.0
+        assert _score("program_exact", unfound, case).value == 0.0
+
+
 def test_wrong_spec_scores_below_one(compiled: Callable[[str], object]) -> None:
     case = compiled("tracr_lib/shift_by")
     forward = dict(SHIFT_BY, nodes=[
