@@ -46,12 +46,14 @@ _Candidate = tuple[str, str, str, int]  # query, key, op, offset
 
 
 def _usable(name: str, feats: Features, *, with_const: bool) -> bool:
+    """Whether feature `name` can take part in a comparison on these inputs."""
     if name in ORDER_FEATURES and not feats.ordered:
         return False
     return not (with_const and name in TOKEN_FEATURES and not feats.numeric)
 
 
 def _ops(q: str, k: str, feats: Features) -> tuple[str, ...]:
+    """The comparison operators worth trying between query feature `q` and key feature `k`."""
     if IS_PREFIX in q + k:  # 0/1 features: "== 1" (is the token) and "== 0" (is not)
         return ("==",)
     tokens = not feats.numeric and q in TOKEN_FEATURES
@@ -220,6 +222,7 @@ def search_head(task: HeadTask, threshold: float = FOUND_IOU) -> SearchResult:
 
 
 def _trivial_chunk(feats: Features, causal: bool) -> Iterator[tuple[list[_Candidate], np.ndarray]]:
+    """The first tier: every key, or no key, with either BOS mode."""
     real = feats.real[:, :, None] & feats.real[:, None, :]
     if causal:
         real = real & np.tri(feats.width, dtype=bool)[None]
@@ -231,6 +234,7 @@ def _result(
     task: HeadTask, best: tuple[float, _Candidate | None, str], searched: int, budget: int,
     threshold: float, exhausted: bool,
 ) -> SearchResult:  # fmt: skip
+    """found / partial (DSL exhausted) / not_found (budget ran out) for the best candidate."""
     score, cand, bos = best
     if cand is None:
         return SearchResult("not_found", None, float("nan"), searched, budget,

@@ -112,6 +112,7 @@ def _kind(expr: rasp.RASPExpr) -> str | None:
 
 
 def _children_by_role(expr: rasp.RASPExpr) -> list[tuple[str, rasp.RASPExpr]]:
+    """(role, child) pairs of a RASP node; roles label skeleton edges (keys, queries, selector, sop)."""
     roles = _ROLES.get(type(expr), ())
     return [(roles[i] if i < len(roles) else "arg", c) for i, c in enumerate(expr.children)]
 

@@ -46,10 +46,12 @@ def spec_error(msg: str) -> BadInputError:
 
 
 def _is_scalar(v: Any) -> bool:
+    """A JSON scalar a spec may hold as a value (None, str, int, float, bool)."""
     return v is None or isinstance(v, (str, int, float, bool))
 
 
 def _is_number(v: Any) -> bool:
+    """A real number (bools are not numbers here)."""
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
@@ -139,6 +141,7 @@ def children(node: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def _check_node(node: dict[str, Any], by_id: dict[str, dict[str, Any]]) -> None:
+    """Raises a one-line BadInputError if `node` is malformed or names children of the wrong type."""
     where, op = f"node {node['id']!r}", node["op"]
     if op in ("map", "sequence_map"):
         args = node.get("args")
@@ -168,6 +171,7 @@ def _check_node(node: dict[str, Any], by_id: dict[str, dict[str, Any]]) -> None:
 
 
 def _topological(nodes: list[dict[str, Any]], by_id: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Nodes children first (depth-first); a cycle is a BadInputError."""
     order: list[dict[str, Any]] = []
     state: dict[str, int] = {}  # 1 = on the current path, 2 = done
 

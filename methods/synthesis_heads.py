@@ -41,6 +41,7 @@ def training_inputs(case: CompiledCase, n: int, seed: int) -> tuple[list[list[An
 
 
 def _check(settings: dict[str, Any]) -> None:
+    """Refuses unusable settings with one line naming the setting."""
     for key, least in (("n_train", 1), ("budget", 0)):
         v = settings[key]
         if isinstance(v, bool) or not isinstance(v, int) or v < least:
@@ -151,6 +152,7 @@ def _reclassify(result: SearchResult, found_iou: float) -> SearchResult:
 
 
 def _unusable(result: SearchResult, why: str) -> SearchResult:
+    """The result of a backend whose spec cannot run: not found, no program, with the reason."""
     import dataclasses
 
     return dataclasses.replace(result, status="not_found", program=None, score=float("nan"),
