@@ -283,6 +283,34 @@ def leaderboard(
 
 @app.command()
 @_errors
+def compare(
+    old: Annotated[Path, typer.Argument(help="Reference leaderboard (.parquet long or .csv wide).")],
+    new: Annotated[Path, typer.Argument(help="Leaderboard to check against it.")],
+    tolerance: Annotated[float, typer.Option(help="Absolute change that still counts as unchanged "
+                                                  "(the wide CSV keeps 6 significant digits).")] = 1e-6,
+) -> None:
+    """Compare two leaderboards per method and metric; exit 1 if any row regressed or vanished."""
+    from interpbench.compare import compare as compare_tables
+    from interpbench.compare import read_long
+
+    result = compare_tables(read_long(old), read_long(new), tolerance=tolerance)
+    moved = result.moved
+    if not moved.empty:
+        cols = ["status", "suite", "case", "method", "metric", "old", "new", "delta"]
+        out.print(_table(f"{len(moved)} rows moved (tolerance {tolerance:g})", cols, moved[cols].values.tolist()))
+    summary = result.summary()
+    summary = summary[summary[["regressed", "improved", "added", "removed"]].sum(axis=1) > 0]
+    if not summary.empty:
+        out.print(_table("by method and metric", list(summary.columns), summary.values.tolist()))
+    n_bad = len(result.regressed)
+    out.print(f"{n_bad} regressed, {len(moved) - n_bad} other changes, {len(result.rows) - len(moved)} unchanged",
+              highlight=False)  # fmt: skip
+    if n_bad:
+        raise typer.Exit(1)
+
+
+@app.command()
+@_errors
 def export(
     case: Annotated[str, typer.Argument(help="Case name, suite/case.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Folder to write.")],
