@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUN_DIR ?= results/runs/bench
 
-.PHONY: venv bench test test-fast test-slow clean
+.PHONY: venv bench test test-fast test-slow reference clean
 
 venv: $(STAMP)
 
@@ -23,6 +23,15 @@ bench: $(STAMP)
 	rm -rf $(RUN_DIR)
 	$(BIN)/interpbench run --out $(RUN_DIR)
 	$(BIN)/interpbench leaderboard $(RUN_DIR) --out results
+
+# The reference leaderboard `make test` checks a fresh quick run against (tests/test_reference.py).
+# Regenerate it, and commit it, when a change to a method or metric is meant to move scores.
+QUICK_CASES := tracr_lib/reverse,tracr_lib/hist,tracr_lib/frac_prevs,algorithmic/prev_token
+QUICK_METHODS := oracle,uniform,random,attention_last_layer,attention_rollout,saliency,integrated_gradients,feature_ablation,head_program_synthesis,program_synthesis
+reference: $(STAMP)
+	rm -rf results/runs/reference
+	$(BIN)/interpbench run --case $(QUICK_CASES) --method $(QUICK_METHODS) --out results/runs/reference
+	$(BIN)/interpbench leaderboard results/runs/reference --out results/reference
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" -q
