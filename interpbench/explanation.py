@@ -12,6 +12,8 @@ import numpy as np
 from interpbench.storage import atomic_write_bytes, npz_bytes, read_npz
 
 KINDS = ("token_relevance", "head_patterns", "program", "circuit")
+# 1: program was source text or None; 2: program is a JSON spec, plus head_programs and source.
+SCHEMA = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,16 +54,27 @@ class Explanation:
         for k, v in (self.head_patterns or {}).items():
             arrays[f"head_pattern.{k}"] = np.asarray(v, dtype=np.float64)
         atomic_write_bytes(folder / "explanation.npz", npz_bytes(arrays))
-        meta = {"program": self.program, "head_programs": self.head_programs, "source": self.source,
+        meta = {"schema": SCHEMA, "program": self.program, "head_programs": self.head_programs, "source": self.source,
                 "circuit": self.circuit, "diagnostics": self.diagnostics,
                 "has_head_patterns": self.head_patterns is not None}  # fmt: skip
         atomic_write_bytes(folder / "explanation.json", json.dumps(meta, indent=1).encode())
 
     @classmethod
     def load(cls, folder: Path) -> Explanation:
-        """Reads the form written by `save`."""
+        """Reads the form written by `save`, in this schema or an older one.
+
+        Raises:
+            BadInputError: The folder was written by a newer interpbench.
+        """
         arrays = read_npz(folder / "explanation.npz")
         meta = json.loads((folder / "explanation.json").read_text())
+        schema = int(meta.get("schema", 1))
+        if schema > SCHEMA:
+            from interpbench.errors import BadInputError
+
+            raise BadInputError(f"{folder} holds explanation schema {schema}; this interpbench reads up to {SCHEMA}")
+        if schema == 1 and isinstance(meta.get("program"), str):  # schema 1 kept program source as text
+            meta = {**meta, "source": meta["program"], "program": None}
         patterns = {k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith("head_pattern.")}
         return cls(
             token_relevance=arrays.get("token_relevance"),

@@ -209,6 +209,10 @@ def rescore(run_dir: Path) -> pd.DataFrame:
 
     if not (run_dir / "cells").is_dir():
         raise BadInputError(f"{run_dir} is not a run directory (no cells/ folder)")
+    spec_path = run_dir / "run.json"
+    fmt = int(json.loads(spec_path.read_text()).get("format", 1)) if spec_path.exists() else 1
+    if fmt > RUN_FORMAT:
+        raise BadInputError(f"{run_dir} has run format {fmt}; this interpbench reads up to {RUN_FORMAT}")
     loaded: dict[str, CompiledCase] = {}
     for meta_path in sorted((run_dir / "cells").glob("*/*/*/*/cell.json")):
         meta = json.loads(meta_path.read_text())

@@ -1,0 +1,57 @@
+"""Explanation storage across schema versions, and a committed run directory that must keep loading."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from interpbench.errors import BadInputError
+from interpbench.explanation import SCHEMA, Explanation
+from interpbench.storage import npz_bytes
+
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "run_schema2"
+
+
+def test_round_trip_keeps_programs_and_patterns(tmp_path: Path) -> None:
+    e = Explanation(head_patterns={"L0H0": np.eye(3)}, program={"format": "interpbench.rasp/1", "nodes": [], "output": None},
+                    head_programs={"L0H0": {"query": "index"}}, source="def program(): ...", diagnostics={"x": 1})  # fmt: skip
+    e.save(tmp_path)
+    back = Explanation.load(tmp_path)
+    assert json.loads((tmp_path / "explanation.json").read_text())["schema"] == SCHEMA
+    assert (back.program, back.head_programs, back.source, back.diagnostics) == (e.program, e.head_programs, e.source, e.diagnostics)
+    np.testing.assert_array_equal(back.head_patterns["L0H0"], np.eye(3))
+
+
+def test_schema_1_explanations_load(tmp_path: Path) -> None:
+    # exactly what schema 1 wrote: no schema key, program as source text, no head programs
+    (tmp_path / "explanation.npz").write_bytes(npz_bytes({"token_relevance": np.ones((1, 2, 2))}))
+    (tmp_path / "explanation.json").write_text(json.dumps(
+        {"program": "def f(): pass", "circuit": None, "diagnostics": {"a": 1}, "has_head_patterns": False}))  # fmt: skip
+    e = Explanation.load(tmp_path)
+    assert e.program is None and e.source == "def f(): pass" and e.head_patterns is None
+    assert e.kinds == ("token_relevance",)
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    Explanation(token_relevance=np.zeros((1, 2, 2))).save(tmp_path)
+    meta = json.loads((tmp_path / "explanation.json").read_text())
+    (tmp_path / "explanation.json").write_text(json.dumps({**meta, "schema": SCHEMA + 1}))
+    with pytest.raises(BadInputError, match="schema"):
+        Explanation.load(tmp_path)
+
+
+def test_committed_run_directory_rescores_to_its_own_rows(tmp_path: Path) -> None:
+    from interpbench.run import collect_rows, rescore
+
+    run = tmp_path / "run"
+    shutil.copytree(FIXTURE, run)
+    before = collect_rows(run)
+    assert set(before["method"]) == {"uniform", "head_program_synthesis", "program_synthesis"}
+    after = rescore(run)
+    cols = ["suite", "case", "method", "metric", "value", "ci_low", "ci_high", "n", "n_undefined"]
+    pd.testing.assert_frame_equal(before[cols], after[cols])
