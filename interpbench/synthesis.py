@@ -13,12 +13,15 @@ interprets; no backend output is ever executed as code.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
-from typing import Any, ClassVar, TypeVar
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import numpy as np
 
 from interpbench.registry import Registry
+
+if TYPE_CHECKING:
+    from interpbench.compiled import CompiledCase
 
 Value = Any
 STATUSES = ("found", "partial", "not_found")
@@ -137,6 +140,33 @@ class Synthesizer:
     def synthesize_program(self, task: ProgramTask) -> SearchResult:
         """A RASP program reproducing `task.outputs`."""
         raise NotImplementedError(f"synthesizer {self.name!r} does not synthesize whole programs")
+
+
+def head_tasks(
+    case: CompiledCase, inputs: Sequence[Sequence[Value]], heads: Sequence[str], *, budget: int, seed: int,
+    threshold: float = 0.99,
+) -> list[HeadTask]:
+    """One HeadTask per named head, from the model's attention on `inputs` (one batched forward).
+
+    Rows and columns past each input (PAD) are zeroed, so a task holds only what the head
+    does on the real tokens and BOS.
+    """
+    import torch
+
+    ids, lengths = case.encode(inputs)
+    names = [f"blocks.{l}.attn.hook_pattern" for l in range(case.weights.n_layers)]
+    with torch.no_grad():
+        _, cache = case.model.run_with_cache(torch.from_numpy(ids), names)
+    real = np.arange(ids.shape[1])[None, :] <= lengths[:, None]  # BOS and the input's tokens
+    pair = real[:, :, None] & real[:, None, :]
+    shown = tuple(tuple(x) for x in inputs)
+    tasks = []
+    for name in heads:
+        layer, head = (int(v) for v in name[1:].split("H"))
+        attention = np.where(pair, cache[names[layer]][:, head].numpy(), 0.0)
+        tasks.append(HeadTask(name, shown, attention, tuple(case.case.vocab), bool(case.case.causal),
+                              int(budget), seed, float(threshold)))  # fmt: skip
+    return tasks
 
 
 SYNTHESIZERS: Registry[type[Synthesizer]] = Registry("synthesizer")

@@ -79,34 +79,23 @@ class HeadProgramSynthesis(Method):
 
     def explain(self, case: CompiledCase, *, seed: int = 0) -> Explanation:
         """Searches a program for each head and renders its pattern on the evaluation inputs."""
-        import torch
-
         from interpbench.selector_dsl import SelectorProgram, describe, pattern, render_source
-        from interpbench.synthesis import HeadTask, get_synthesizer
+        from interpbench.synthesis import get_synthesizer, head_tasks
 
         _check(self.settings)
         start = time.perf_counter()
         backend = get_synthesizer(self.settings["backend"])
         found_iou = float(self.settings["found_iou"])
         train, overlap = training_inputs(case, self.settings["n_train"], seed)
-        ids, lengths = case.encode(train)
-        n_layers = case.weights.n_layers
-        names = [f"blocks.{l}.attn.hook_pattern" for l in range(n_layers)]
-        _, cache = case.model.run_with_cache(torch.from_numpy(ids), names)
-        pos = np.arange(ids.shape[1])
-        real = pos[None, :] <= lengths[:, None]  # BOS and the input's tokens
-        pair = real[:, :, None] & real[:, None, :]
-        inputs = tuple(tuple(x) for x in train)
+        tasks = head_tasks(case, train, case.head_names(), budget=int(self.settings["budget"]), seed=seed,
+                           threshold=found_iou)  # fmt: skip
         t = case.n_positions
         patterns: dict[str, np.ndarray] = {}
         programs: dict[str, dict[str, Any]] = {}
         sources: list[str] = []
         heads: dict[str, Any] = {}
-        for name in case.head_names():
-            layer, head = (int(v) for v in name[1:].split("H"))
-            attention = np.where(pair, cache[names[layer]][:, head].numpy(), 0.0)
-            task = HeadTask(name, inputs, attention, tuple(case.case.vocab), bool(case.case.causal),
-                            int(self.settings["budget"]), seed, found_iou)  # fmt: skip
+        for task in tasks:
+            name = task.head
             result = _reclassify(backend.synthesize_head(task), found_iou)
             program = None
             if result.program is not None:

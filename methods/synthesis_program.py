@@ -80,30 +80,17 @@ def head_hints(case: CompiledCase, inputs: Sequence[Sequence[Any]], backend: str
     Returns:
         ({head: selector/1 spec} for heads with a found or partial program, {head: search summary}).
     """
-    import torch
-
     from interpbench.methods.attention import live_heads
-    from interpbench.synthesis import HeadTask, get_synthesizer
+    from interpbench.synthesis import get_synthesizer, head_tasks
 
-    ids, lengths = case.encode(inputs)
-    names = [f"blocks.{l}.attn.hook_pattern" for l in range(case.weights.n_layers)]
-    with torch.no_grad():
-        _, cache = case.model.run_with_cache(torch.from_numpy(ids), names)
-    real = np.arange(ids.shape[1])[None, :] <= lengths[:, None]
-    pair = real[:, :, None] & real[:, None, :]
+    live = [f"L{l}H{h}" for l, heads in enumerate(live_heads(case.weights)) for h in heads]
     synth = get_synthesizer(backend)
     programs, summaries = {}, {}
-    for l, heads in enumerate(live_heads(case.weights)):
-        pattern = cache[names[l]].numpy()
-        for h in heads:
-            name = f"L{l}H{h}"
-            task = HeadTask(head=name, inputs=tuple(tuple(x) for x in inputs),
-                            attention=np.where(pair, pattern[:, h], 0.0), vocab=tuple(case.case.vocab),
-                            causal=case.case.causal, budget=budget, seed=seed, threshold=found_iou)  # fmt: skip
-            result = synth.synthesize_head(task)
-            summaries[name] = result.summary()
-            if result.program is not None and result.status in ("found", "partial"):
-                programs[name] = result.program
+    for task in head_tasks(case, inputs, live, budget=budget, seed=seed, threshold=found_iou):
+        result = synth.synthesize_head(task)
+        summaries[task.head] = result.summary()
+        if result.program is not None and result.status in ("found", "partial"):
+            programs[task.head] = result.program
     return programs, summaries
 
 
