@@ -202,12 +202,11 @@ def _programs(explanation: Explanation, compiled: CompiledCase) -> tuple[rasp.SO
     "found": a search that ran out of budget keeps its best candidate for inspection, but
     says itself that it found nothing, and is scored as such.
     """
-    from interpbench.program import relabel
     from interpbench.rasp_spec import spec_to_rasp
 
     if explanation.program is None:
         raise ValueError("explanation has no program")
-    truth = relabel(compiled.case.program())
+    truth = _reference(compiled)[0]
     if explanation.program.get("status", "found") != "found":
         return None, truth
     try:
@@ -217,11 +216,33 @@ def _programs(explanation: Explanation, compiled: CompiledCase) -> tuple[rasp.SO
     return recovered, truth
 
 
+_REFERENCES: dict[str, tuple[rasp.SOp, list[list[Any]], list[list[Any]]]] = {}
+
+
+def _reference(compiled: CompiledCase) -> tuple[rasp.SOp, list[list[Any]], list[list[Any]]]:
+    """(true program, held-out inputs, those where the truth evaluates), once per compiled case.
+
+    Both program metrics of every program cell of a case need the same reference; building
+    it samples the longer inputs and evaluates the truth, so it is kept for the last few
+    cases (keyed by the compiled case's content hash).
+    """
+    from interpbench.program import relabel
+
+    if compiled.key not in _REFERENCES:
+        truth = relabel(compiled.case.program())
+        inputs = held_out_inputs(compiled.case, compiled)
+        defined = [xs for xs in inputs if _try_evaluate(truth, xs) is not None]
+        while len(_REFERENCES) >= 4:
+            _REFERENCES.pop(next(iter(_REFERENCES)))
+        _REFERENCES[compiled.key] = (truth, inputs, defined)
+    return _REFERENCES[compiled.key]
+
+
 @metric("program_accuracy", level="program", kind="program", higher_is_better=True, low=0.0, high=1.0)
 def program_accuracy(explanation: Explanation, compiled: CompiledCase) -> RowScores:
     """Share of held-out inputs (incl. 2 lengths beyond max_seq_len) where the program's output equals the truth."""
     recovered, truth = _programs(explanation, compiled)
-    inputs = held_out_inputs(compiled.case, compiled)
+    inputs = _reference(compiled)[1]
     return RowScores(accuracy_rows(recovered, truth, inputs), np.arange(len(inputs), dtype=np.int64))
 
 
@@ -229,6 +250,6 @@ def program_accuracy(explanation: Explanation, compiled: CompiledCase) -> RowSco
 def program_exact(explanation: Explanation, compiled: CompiledCase) -> RowScores:
     """1 if the program has the same attention operations and selectors as the truth up to renaming, else 0."""
     recovered, truth = _programs(explanation, compiled)
-    inputs = [xs for xs in held_out_inputs(compiled.case, compiled) if _try_evaluate(truth, xs) is not None]
+    inputs = _reference(compiled)[2]
     exact = recovered is not None and same_structure(recovered, truth, inputs)
     return RowScores(np.array([float(exact)]), np.zeros(1, dtype=np.int64))
