@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUN_DIR ?= results/runs/bench
 
-.PHONY: venv bench test test-fast test-slow reference clean
+.PHONY: venv bench test test-fast test-slow reference chromium clean
 
 venv: $(STAMP)
 
@@ -23,17 +23,28 @@ bench: $(STAMP)
 	rm -rf $(RUN_DIR)
 	$(BIN)/interpbench run --out $(RUN_DIR)
 	$(BIN)/interpbench leaderboard $(RUN_DIR) --out results
+	$(BIN)/interpbench report $(RUN_DIR) --out results/report.html
 
 # The reference leaderboard `make test` checks a fresh quick run against (tests/test_reference.py).
 # Regenerate it, and commit it, when a change to a method or metric is meant to move scores.
 QUICK_CASES := tracr_lib/reverse,tracr_lib/hist,tracr_lib/frac_prevs,algorithmic/prev_token
 QUICK_METHODS := oracle,uniform,random,attention_last_layer,attention_rollout,saliency,integrated_gradients,feature_ablation,head_program_synthesis,program_synthesis
+QUICK_VARIANTS := base,rotated,reshuffled_attention
 reference: $(STAMP)
 	rm -rf results/runs/reference
-	$(BIN)/interpbench run --case $(QUICK_CASES) --method $(QUICK_METHODS) --out results/runs/reference
+	$(BIN)/interpbench run --case $(QUICK_CASES) --method $(QUICK_METHODS) --variant $(QUICK_VARIANTS) --out results/runs/reference
 	$(BIN)/interpbench leaderboard results/runs/reference --out results/reference
 
-test: $(STAMP)
+# Headless Chromium and chromedriver (Debian packages) for the report's browser test
+# (tests/test_report_html.py: skipped without them, except under CI, where it fails).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+chromium:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif command -v apt-get >/dev/null; then \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive sh -c 'apt-get update && apt-get install -y --no-install-recommends chromium chromium-driver'; \
+	else echo "chromium: no apt-get here; install Chromium and chromedriver for the report's browser test"; fi
+
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest -m "not slow" -q
 	$(BIN)/python -m pytest -m slow -q
 

@@ -51,54 +51,16 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def _methods_info() -> list[dict[str, Any]]:
-    from interpbench.discovery import BROKEN
-    from interpbench.method import list_methods
-
-    info = []
-    for m in list_methods():
-        why = m.unavailable()
-        info.append({"name": m.name, "family": m.family, "kinds": list(m.kinds), "version": m.version,
-                     "params": m.defaults, "available": why is None,
-                     "reason": None if why is None else f"unavailable: {why}"})  # fmt: skip
-    info += [{"name": name, "family": "unknown", "kinds": [], "version": None, "params": {},
-              "available": False, "reason": f"unavailable: {why}"} for name, why in BROKEN["methods"].items()]  # fmt: skip
-    return info
-
-
 @app.command("list")
 @_errors
 def list_(
-    what: Annotated[str, typer.Argument(help="suites, cases, methods or metrics")] = "cases",
+    what: Annotated[str, typer.Argument(help="suites, cases, methods, metrics or variants")] = "cases",
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """List suites, cases, methods or metrics."""
-    from interpbench.case import list_cases
-    from interpbench.discovery import BROKEN
-    from interpbench.metrics import list_metrics
-    from interpbench.registry import unknown_name_message
+    """List suites, cases, methods, metrics or variants (the base model and its twins)."""
+    from interpbench.listing import listing
 
-    if what == "cases":
-        data = [{"name": c.full_name, "suite": c.suite, "description": c.description, "vocab": list(c.vocab),
-                 "max_seq_len": c.max_seq_len, "causal": c.causal, "reference": c.reference} for c in list_cases()]  # fmt: skip
-        cols = ["name", "max_seq_len", "description"]
-    elif what == "suites":
-        counts: dict[str, int] = {}
-        for c in list_cases():
-            counts[c.suite] = counts.get(c.suite, 0) + 1
-        data = [{"name": s, "cases": n, "available": True} for s, n in counts.items()]
-        data += [{"name": s, "cases": 0, "available": False, "reason": f"unavailable: {why}"}
-                 for s, why in BROKEN["suites"].items()]  # fmt: skip
-        cols = ["name", "cases", "available"]
-    elif what == "methods":
-        data = sorted(_methods_info(), key=lambda m: (m["family"], m["name"]))
-        cols = ["family", "name", "kinds", "reason"]
-    elif what == "metrics":
-        data = [{"name": m.name, "level": m.level, "kind": m.kind, "higher_is_better": m.higher_is_better,
-                 "range": [m.low, m.high], "description": m.description} for m in list_metrics()]  # fmt: skip
-        cols = ["name", "level", "higher_is_better", "range", "description"]
-    else:
-        raise BadInputError(unknown_name_message("listing", what, ["suites", "cases", "methods", "metrics"]))
+    data, cols = listing(what)
     if as_json:
         typer.echo(json.dumps(data, indent=1, default=str))
     else:
@@ -168,17 +130,17 @@ def run(
     suite: Annotated[list[str] | None, typer.Option(help="Suite(s); repeatable or comma-separated.")] = None,
     case: Annotated[list[str] | None, typer.Option(help="Case(s) as suite/case.")] = None,
     method: Annotated[list[str] | None, typer.Option(help="Method(s).")] = None,
-    variant: Annotated[list[str] | None, typer.Option(help="Model variant(s).")] = None,
+    variant: Annotated[list[str] | None, typer.Option(help="Model variant(s): base, twin names, or all.")] = None,
     seed: Annotated[list[str] | None, typer.Option(help="Seed(s).")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="New run directory.")] = None,
     resume: Annotated[Path | None, typer.Option(help="Finish an interrupted run directory.")] = None,
 ) -> None:
     """Run methods on cases, save explanations, score them and write the run's leaderboard."""
     from interpbench.leaderboard import method_summary, write_leaderboard
-    from interpbench.run import default_run_dir, plan, run_grid
+    from interpbench.run import default_run_dir, expand_variants, plan, run_grid
 
     cases, methods = _select(suite, case, method)
-    variants = split_names(variant) or ["base"]
+    variants = expand_variants(split_names(variant)) or ["base"]
     try:
         seeds = [int(s) for s in split_names(seed)] or [0]
     except ValueError:
@@ -202,11 +164,16 @@ def run(
 
         rows = run_grid(cases, methods, run_dir, variants=variants, seeds=seeds, on_progress=step)
     write_leaderboard(rows, run_dir)
-    out.print(_table(f"run {run_dir}", ["method", "family", "auroc", "mean_rank", "cases", "seconds"],
-                     method_summary(rows).values.tolist()))  # fmt: skip
+    _print_summary(f"run {run_dir}", method_summary(rows), "auroc")
     _print_synthesis(rows, by_case=False)
     _print_failures(run_dir)
     out.print(f"rows: {len(rows)}; leaderboard: {run_dir / 'leaderboard.parquet'}", highlight=False)
+
+
+def _print_summary(title: str, summary: Any, metric: str) -> None:
+    """The headline columns of a method summary (80 wide); summary.csv has all of them."""
+    cols = ["method", metric, "mean_rank", "p_vs_best", "cases", "seconds"]
+    out.print(_table(title, cols, summary[cols].values.tolist()))
 
 
 def _print_synthesis(rows: Any, *, by_case: bool) -> None:
@@ -254,9 +221,10 @@ def leaderboard(
     metric: Annotated[str, typer.Option(help="Metric to summarise.")] = "auroc",
     by_case: Annotated[bool, typer.Option("--by-case", help="Show a case x method table.")] = False,
     synthesis: Annotated[bool, typer.Option("--synthesis", help="Show the synthesis section (head and program scores per case).")] = False,
+    twins: Annotated[bool, typer.Option("--twins", help="Show base vs twin: the metric's change and twin_consistency.")] = False,
 ) -> None:
-    """Print a leaderboard (per-method summary, or case x method) and optionally write it."""
-    from interpbench.leaderboard import method_summary, read_leaderboard, write_leaderboard
+    """Print a leaderboard (per-method summary, case x method, synthesis or twins) and optionally write it."""
+    from interpbench.leaderboard import base_rows, method_summary, read_leaderboard, twin_table, write_leaderboard
     from interpbench.metrics import get_metric
 
     if not source.exists():
@@ -267,18 +235,37 @@ def leaderboard(
         raise BadInputError(f"{source} holds no scored rows")
     if synthesis:
         _print_synthesis(rows, by_case=True)
+    elif twins:
+        table = twin_table(rows)
+        if table.empty:
+            raise BadInputError(f"{source} holds no twin rows (run with --variant all)")
+        for m, col, title in ((metric, "delta", f"{metric}: twin - base"), ("twin_consistency", "twin", "twin_consistency")):
+            grid = table[table["metric"] == m].pivot_table(index="method", columns="variant", values=col)
+            out.print(_table(title, ["method", *grid.columns], [[i, *v] for i, v in zip(grid.index, grid.values.tolist())]))
     elif by_case:
-        sub = rows[rows["metric"] == metric]
+        sub = base_rows(rows[rows["metric"] == metric])
         grid = sub.pivot_table(index=["suite", "case"], columns="method", values="value", aggfunc="mean")
         table = _table(f"{metric} by case", ["case", *grid.columns],
                        [[f"{s}/{c}", *vals] for (s, c), vals in zip(grid.index, grid.values.tolist())])  # fmt: skip
         out.print(table)
     else:
-        summary = method_summary(rows, metric)
-        out.print(_table(f"{metric} by method", list(summary.columns), summary.values.tolist()))
+        _print_summary(f"{metric} by method", method_summary(rows, metric), metric)
     if out_dir is not None:
         pq, csv = write_leaderboard(rows, out_dir)
         out.print(f"wrote {pq} and {csv}", highlight=False)
+
+
+@app.command()
+@_errors
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
+    out_path: Annotated[Path | None, typer.Option("--out", help="HTML file to write (default RUN_DIR/report.html).")] = None,
+) -> None:
+    """Write a self-contained HTML report: leaderboard, heatmap, ground truth next to each method's maps."""
+    from interpbench.report_html import write_report
+
+    path = write_report(run_dir, out_path or run_dir / "report.html")
+    out.print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)", highlight=False)
 
 
 @app.command()

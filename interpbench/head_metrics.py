@@ -17,12 +17,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from interpbench.explanation import Explanation
-from interpbench.metrics import TIE_RTOL, RowScores, metric
+from interpbench.metrics import RowScores, metric
 
 if TYPE_CHECKING:
     from interpbench.compiled import CompiledCase
 
 RowsFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+# `argmax_agreement`: keys within TIE_RTOL * |row maximum| of the row maximum are tied maxima.
+TIE_RTOL = 1e-6
 
 
 def _prepare(

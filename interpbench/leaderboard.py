@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from interpbench.ranking import case_table, versus_best
 from interpbench.storage import atomic_write_bytes
 
 KEYS = ["suite", "case", "variant", "method", "family", "seed"]
@@ -45,21 +46,53 @@ def wide_table(rows: pd.DataFrame) -> pd.DataFrame:
     return wide[order]
 
 
+def base_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """The base-model rows when there are any (summaries count cases, not case x twin), else all rows."""
+    if "variant" in rows and (rows["variant"] == "base").any():
+        return rows[rows["variant"] == "base"]
+    return rows
+
+
 def method_summary(rows: pd.DataFrame, metric: str = "auroc") -> pd.DataFrame:
-    """Per method: mean of `metric` over cases, mean rank (1 = best), cases scored, seconds."""
-    sub = rows[rows["metric"] == metric]
+    """Per method: mean of `metric` over cases, mean rank, paired test against the best, seconds.
+
+    Columns: `method`, `family`, the metric's mean over cases (seeds averaged first),
+    `mean_rank` (1 = best, over the cases every listed method was scored on),
+    `wins_vs_best` / `losses_vs_best` (cases strictly better / worse than the
+    best-ranked method), `p_vs_best` (Wilcoxon signed-rank over cases, Holm-adjusted;
+    see `interpbench.ranking`), `cases` (cases with a value) and `seconds` (total).
+    Sorted best first by mean value. Only the base models count when the rows have them
+    (twins are compared with their base in `twin_table`).
+    """
+    cols = ["method", "family", metric, "mean_rank", "wins_vs_best", "losses_vs_best", "p_vs_best", "cases", "seconds"]
+    sub = base_rows(rows[rows["metric"] == metric] if not rows.empty else rows)
     if sub.empty:
-        return pd.DataFrame(columns=["method", "family", metric, "mean_rank", "cases", "seconds"])
+        return pd.DataFrame(columns=cols)
     higher = bool(sub["higher_is_better"].iloc[0]) if "higher_is_better" in sub else True
-    per_case = sub.groupby(["suite", "case", "variant", "method", "family"], as_index=False)["value"].mean()
-    per_case["rank"] = per_case.groupby(["suite", "case", "variant"])["value"].rank(ascending=not higher, method="average")
-    out = per_case.groupby(["method", "family"]).agg(
-        value=("value", "mean"), mean_rank=("rank", "mean"), cases=("value", lambda v: int(np.isfinite(v).sum()))
-    )
-    secs = sub.groupby(["method", "family"])["seconds"].sum()
-    out["seconds"] = secs
-    out = out.reset_index().rename(columns={"value": metric})
-    return out.sort_values(metric, ascending=not higher).reset_index(drop=True)
+    table = case_table(sub, metric)
+    out = pd.DataFrame({
+        "method": table.columns,
+        metric: table.mean(axis=0, skipna=True).to_numpy(),
+        "cases": table.notna().sum(axis=0).astype(int).to_numpy(),
+    })  # fmt: skip
+    families = sub.groupby("method")["family"].first()
+    out["family"] = out["method"].map(families)
+    out["seconds"] = out["method"].map(sub.groupby("method")["seconds"].sum())
+    out = out.merge(versus_best(sub, metric, higher_is_better=higher), on="method", how="left")
+    return out[cols].sort_values([metric, "method"], ascending=[not higher, True]).reset_index(drop=True)
+
+
+def summary_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """`method_summary` for every metric in `rows`, stacked with a leading `metric` column."""
+    if rows.empty:
+        return pd.DataFrame(columns=["metric", "method", "family", "value", "mean_rank", "wins_vs_best",
+                                     "losses_vs_best", "p_vs_best", "cases", "seconds"])  # fmt: skip
+    parts = []
+    for m in sorted(rows["metric"].unique()):
+        part = method_summary(rows, m).rename(columns={m: "value"})
+        part.insert(0, "metric", m)
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True)
 
 
 SYNTHESIS_METRICS = ("soft_iou", "argmax_agreement", "jsd", "replacement_accuracy", "program_accuracy", "program_exact")
@@ -89,8 +122,9 @@ def synthesis_summary(rows: pd.DataFrame) -> pd.DataFrame:
 
     `recovered` counts cases with program_accuracy = 1 (functionally right on every
     held-out input, longer ones included); `exact` counts cases with program_exact = 1.
+    Base models only when the rows have them, as in `method_summary`.
     """
-    table = synthesis_table(rows)
+    table = synthesis_table(base_rows(rows) if not rows.empty else rows)
     cols = ["method", "family", *SYNTHESIS_METRICS, "recovered", "exact", "cases"]
     if table.empty:
         return pd.DataFrame(columns=cols)
@@ -102,11 +136,38 @@ def synthesis_summary(rows: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()[cols].sort_values(["family", "method"]).reset_index(drop=True)
 
 
-def write_leaderboard(rows: pd.DataFrame, out_dir: Path) -> tuple[Path, Path]:
-    """Writes `leaderboard.parquet` (long), `leaderboard.csv` (wide) and `synthesis.csv` atomically.
+TWIN_COLUMNS = ["method", "family", "variant", "metric", "higher_is_better", "base", "twin", "delta", "cases"]
 
-    Returns the Parquet and wide CSV paths; `synthesis.csv` (the synthesis section) sits
-    next to them.
+
+def twin_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Base vs twin per method, twin and metric: which methods hold up when internals change.
+
+    For every twin variant and metric, `base` and `twin` are the method's means over the
+    cases (and seeds) scored on both, `delta` = twin - base, `cases` how many. A method
+    fooled by internals has a large |delta| on a twin whose function is unchanged; metrics
+    of the twin level (`twin_consistency`) have no base value and show the twin's score.
+    """
+    if rows.empty or not (rows["variant"] != "base").any():
+        return pd.DataFrame(columns=TWIN_COLUMNS)
+    key = ["suite", "case", "method", "family", "seed", "metric"]
+    base = rows[rows["variant"] == "base"].set_index(key)["value"]
+    twins = rows[rows["variant"] != "base"]
+    paired = twins.join(base.rename("base"), on=key)
+    paired = paired.rename(columns={"value": "twin"})
+    both = paired[paired["twin"].notna() & (paired["base"].notna() | (paired["level"] == "twin"))]
+    g = both.groupby(["method", "family", "variant", "metric", "higher_is_better"], sort=True)
+    out = g.agg(base=("base", "mean"), twin=("twin", "mean"), cases=("case", "nunique")).reset_index()
+    out["delta"] = out["twin"] - out["base"]
+    return out[TWIN_COLUMNS]
+
+
+def write_leaderboard(rows: pd.DataFrame, out_dir: Path) -> tuple[Path, Path]:
+    """Writes `leaderboard.parquet` (long), `leaderboard.csv` (wide) and the section CSVs.
+
+    Each file is written atomically. Returns the Parquet and wide CSV paths; next to
+    them: `synthesis.csv` (head and program scores per case), `summary.csv` (per metric
+    and method: mean, mean rank, paired test against the best) and `twins.csv` (base vs
+    twin per method, twin and metric).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     pq, csv = out_dir / "leaderboard.parquet", out_dir / "leaderboard.csv"
@@ -115,6 +176,8 @@ def write_leaderboard(rows: pd.DataFrame, out_dir: Path) -> tuple[Path, Path]:
     atomic_write_bytes(pq, buf.getvalue())
     atomic_write_bytes(csv, wide_table(rows).to_csv(index=False, float_format="%.6g").encode())
     atomic_write_bytes(out_dir / "synthesis.csv", synthesis_table(rows).to_csv(index=False, float_format="%.6g").encode())
+    atomic_write_bytes(out_dir / "summary.csv", summary_table(rows).to_csv(index=False, float_format="%.6g").encode())
+    atomic_write_bytes(out_dir / "twins.csv", twin_table(rows).to_csv(index=False, float_format="%.6g").encode())
     return pq, csv
 
 

@@ -1,8 +1,10 @@
-"""Metrics: functions (explanation, compiled case) -> per-row scores, registered with metadata.
+"""Metric registry and aggregation: functions (explanation, compiled case) -> per-row scores.
 
-A metric reads the ground truth (`compiled.truth`) and, where its definition needs the
-model (e.g. `replacement_accuracy`), the compiled model itself. Every metric scores rows (one output position of one input, or one query row of one
-head); rows where the metric is undefined are NaN and counted, never dropped. The
+The metrics live in `token_metrics`, `head_metrics` and `program_metrics`, which register
+here (`load_metrics` imports them). A metric reads the ground truth (`compiled.truth`) and,
+where its definition needs the model (e.g. `replacement_accuracy`), the compiled model
+itself. Every metric scores rows (one output position of one input, or one query row of
+one head); rows where the metric is undefined are NaN and counted, never dropped. The
 aggregate is the mean over defined rows with a seeded 95% bootstrap interval over inputs.
 """
 
@@ -13,16 +15,15 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy.stats import rankdata
 
 from interpbench.explanation import Explanation
-from interpbench.ground_truth import GroundTruth
 from interpbench.registry import Registry
 
 if TYPE_CHECKING:
     from interpbench.compiled import CompiledCase
 
-MetricFn = Callable[[Explanation, "CompiledCase"], "RowScores"]
+# (explanation, compiled) -> RowScores; twin-level metrics also take the base model's explanation.
+MetricFn = Callable[..., "RowScores"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,7 +40,8 @@ class Metric:
 
     Attributes:
         name: Registry name, also the leaderboard's `metric` column.
-        fn: (explanation, compiled case) -> RowScores.
+        fn: (explanation, compiled case) -> RowScores; at the twin level
+            (explanation of the twin, compiled twin, explanation of the base model).
         level: "token", "head", "program" or "twin".
         kind: Explanation kind it needs (e.g. "token_relevance").
         higher_is_better: Direction.
@@ -85,59 +87,6 @@ def metric(
     return register
 
 
-TIE_RTOL = 1e-6
-
-
-def snap_ties(scores: np.ndarray, rtol: float = TIE_RTOL) -> np.ndarray:
-    """Rounds a row's scores to `rtol` of its largest magnitude, so rounding noise cannot rank.
-
-    captum computes in float32 in places (step sizes, Shapley sums), and float64 forwards
-    leave ~1e-16 noise: without this, tokens that are truly tied get an order decided by
-    arithmetic. Differences below one part in a million of the row's scale are not signal.
-    """
-    scale = float(np.max(np.abs(scores))) if scores.size else 0.0
-    if scale == 0.0 or not np.isfinite(scale):
-        return scores
-    return np.round(scores / (scale * rtol)) * rtol
-
-
-def auroc_row(scores: np.ndarray, labels: np.ndarray) -> float:
-    """P(score of a positive > score of a negative) + 1/2 P(tie); NaN without both classes.
-
-    Ties are handled exactly through average ranks (Mann-Whitney U), after `snap_ties`.
-    """
-    scores = snap_ties(np.asarray(scores, dtype=np.float64))
-    labels = labels.astype(bool)
-    n_pos = int(labels.sum())
-    n_neg = labels.size - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    ranks = rankdata(scores, method="average")
-    u = ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0
-    return float(u / (n_pos * n_neg))
-
-
-def token_rows(
-    explanation: Explanation, truth: GroundTruth, row_fn: Callable[[np.ndarray, np.ndarray, np.ndarray], float]
-) -> RowScores:
-    """Applies `row_fn(relevance, G, Gg)` to every defined output row over valid input positions."""
-    r = explanation.token_relevance
-    if r is None:
-        raise ValueError("explanation has no token_relevance")
-    values, inputs = [], []
-    for b, i in zip(*np.nonzero(truth.valid_out)):
-        cols = truth.valid_in[b]
-        values.append(row_fn(np.asarray(r[b, i, cols], dtype=np.float64), truth.relevance[b, i, cols], truth.graded[b, i, cols]))
-        inputs.append(b)
-    return RowScores(np.asarray(values, dtype=np.float64), np.asarray(inputs, dtype=np.int64))
-
-
-@metric("auroc", level="token", kind="token_relevance", higher_is_better=True, low=0.0, high=1.0)
-def auroc(explanation: Explanation, compiled: CompiledCase) -> RowScores:
-    """Token AUROC of relevance against G per output row (ties count 1/2); undefined if G row is constant."""
-    return token_rows(explanation, compiled.truth, lambda r, g, _gg: auroc_row(r, g))
-
-
 def aggregate(rows: RowScores, *, seed: int = 0, n_boot: int = 1000) -> Score:
     """Mean over defined rows with a percentile 95% bootstrap interval over inputs.
 
@@ -160,9 +109,11 @@ def aggregate(rows: RowScores, *, seed: int = 0, n_boot: int = 1000) -> Score:
 
 
 def load_metrics() -> None:
-    """Registers the head- and program-level metrics (their modules import this one)."""
+    """Registers the token-, head-, program- and twin-level metrics (their modules import this one)."""
+    import interpbench.token_metrics  # noqa: F401  (first: `list metrics` shows token level first)
     import interpbench.head_metrics  # noqa: F401
     import interpbench.program_metrics  # noqa: F401
+    import interpbench.twin_metrics  # noqa: F401
 
 
 def get_metric(name: str) -> Metric:

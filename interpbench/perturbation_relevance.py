@@ -1,10 +1,11 @@
-"""Perturbation relevance: signed score changes under token perturbations, with rounding ties restored.
+"""Perturbation relevance: signed score changes under token perturbations, with their rounding tolerance.
 
 Every perturbation adapter reports a SIGNED relevance R[b, i, j] = F_bi(x) - F_bi(x perturbed
 at j) (captum's sign: positive = token j supports the score), where F_bi is the score of output
 position i of input b: the logit of its true class (`case.targets()`) for categorical
-programs, the scalar read-out for numerical ones. The scorer ranks R as it is (after
-rounding-noise ties are restored, see `snap_relevance_ties`).
+programs, the scalar read-out for numerical ones. R is returned as computed; the adapter
+declares how much of it is rounding noise (`tie_tolerance`) and the scorer groups ties
+(`interpbench.token_metrics.snap_ties`).
 """
 
 from __future__ import annotations
@@ -28,9 +29,12 @@ if TYPE_CHECKING:
     from interpbench.compiled import CompiledCase
 
 BASELINES = ("pad",)
-# Relative to max |R|: values of one row closer than this are rounding noise (see snap_relevance_ties).
-TIE_TOLERANCE = 1e-5  # captum's float32 accumulations and fits
-TIE_TOLERANCE_FLOAT64 = 1e-9  # float64 forwards (feature_ablation, leave_one_out)
+# Declared on the Explanation, relative to max |R|: values of one row closer than this are
+# rounding noise, tied by the scorer (token_metrics.snap_ties). Tokens with the same true
+# effect come out a few ulps apart: exact Shapley on tracr_lib/reverse scores AUROC 0.78 as
+# captum returns it and 0.46 with its ties restored; feature_ablation 0.79 and 0.63.
+TIE_TOLERANCE = 1e-5  # captum's float32 accumulations (Shapley, Occlusion's window counts) and fits
+TIE_TOLERANCE_FLOAT64 = 1e-9  # float64 forwards (feature_ablation, leave_one_out): ~1e-16 noise
 
 
 class PerturbationMethod(Method):
@@ -119,52 +123,16 @@ def multi_output_relevance(case: CompiledCase, attributions: np.ndarray) -> np.n
     return scatter_rows(case, attributions[b, i], index)
 
 
-def snap_relevance_ties(case: CompiledCase, relevance: np.ndarray, rel_tol: float) -> tuple[np.ndarray, int]:
-    """Makes values of one relevance row that differ by less than rounding noise exactly equal.
+def relevance_explanation(case: CompiledCase, relevance: np.ndarray, rel_tol: float, **diagnostics: Any) -> Explanation:
+    """R as computed, declaring `rel_tol` as its tie tolerance, with `zero_row_share` and the absolute tolerance.
 
-    Tokens with the same true effect come out a few ulps apart, in a direction set by
-    the order of the arithmetic, and a ranking metric reads that noise as a ranking.
-    captum accumulates ShapleyValues / ShapleyValueSampling in float32, divides
-    Occlusion's window counts in float32 and fits Lime / KernelShap in float32: exact
-    Shapley on tracr_lib/reverse scores AUROC 0.78 as returned and 0.46 with its ties
-    restored. Even float64 differences F(x) - F(x') carry ~1e-16 noise where the true
-    effect is 0 (feature_ablation on reverse: 0.79 raw, 0.63 snapped at 1e-9).
-    Within each row the real input positions are sorted and every run of neighbours
-    closer than `rel_tol * max |R|` (max over the case) is replaced by its mean, which
-    keeps the row sum (efficiency). BOS/PAD entries stay 0 and take no part. The
-    tolerance is a recorded setting (`tie_tolerance`); 0 turns snapping off.
-
-    Returns:
-        The snapped relevance and how many entries changed.
+    The adapters' `tie_tolerance` setting is recorded in `params` and declared here on
+    the Explanation; `tie_tolerance_abs` is what it amounts to (rel_tol * max |R| over
+    real positions), for people reading the diagnostics.
     """
-    if rel_tol <= 0 or not np.any(relevance):
-        return relevance, 0
-    tol = rel_tol * float(np.abs(relevance).max())
-    pos = np.arange(case.n_positions)
-    valid_in = (pos[None, :] >= 1) & (pos[None, :] <= np.asarray(case.lengths)[:, None])  # [n, T]
-    valid = np.broadcast_to(valid_in[:, None, :], relevance.shape).reshape(-1, case.n_positions)
-    rows = np.where(valid, relevance.reshape(-1, case.n_positions), np.nan)
-    order = np.argsort(rows, axis=1)  # NaN (BOS/PAD) last
-    ordered = np.take_along_axis(rows, order, axis=1)
-    new_run = np.ones_like(ordered, dtype=bool)
-    new_run[:, 1:] = ~(np.diff(ordered, axis=1) < tol)  # NaN comparisons start a new run
-    run = np.cumsum(new_run.ravel()) - 1
-    finite = np.isfinite(ordered.ravel())
-    sums = np.bincount(run[finite], weights=ordered.ravel()[finite], minlength=run[-1] + 1)
-    counts = np.bincount(run[finite], minlength=run[-1] + 1)
-    means = np.where(finite, sums[run] / np.maximum(counts[run], 1), 0.0).reshape(ordered.shape)
-    snapped = np.empty_like(means)
-    np.put_along_axis(snapped, order, means, axis=1)
-    snapped = np.where(valid, snapped, 0.0).reshape(relevance.shape)
-    return snapped, int(np.count_nonzero(snapped != relevance))
-
-
-def snapped_explanation(case: CompiledCase, relevance: np.ndarray, rel_tol: float, **diagnostics: Any) -> Explanation:
-    """R after `snap_relevance_ties`, with `zero_row_share`, the absolute tolerance, how many values moved."""
-    snapped, moved = snap_relevance_ties(case, relevance, rel_tol)
-    return Explanation(token_relevance=snapped, diagnostics={
-        "zero_row_share": zero_row_share(case, snapped), "ties_snapped": moved,
-        "tie_tolerance_abs": rel_tol * float(np.abs(relevance).max()), **diagnostics,
+    return Explanation(token_relevance=relevance, tie_tolerance=rel_tol, diagnostics={
+        "zero_row_share": zero_row_share(case, relevance),
+        "tie_tolerance_abs": rel_tol * float(np.abs(relevance).max(initial=0.0)), **diagnostics,
     })  # fmt: skip
 
 

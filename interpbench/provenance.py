@@ -18,13 +18,19 @@ def _version(dist: str) -> str:
 
 @functools.cache
 def git_sha() -> str:
-    """SHA of the interpbench checkout, or "unknown" outside git."""
+    """SHA of the interpbench checkout, "-dirty" when tracked files differ from it; "unknown" outside git.
+
+    A number produced by uncommitted code cannot be traced to a commit, so the row says so.
+    """
+    here = Path(__file__).parent
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                             text=True, timeout=5, check=True)  # fmt: skip
-        return out.stdout.strip()
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5,
+                             check=True).stdout.strip()  # fmt: skip
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                                capture_output=True, text=True, timeout=10, check=True).stdout  # fmt: skip
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+    return f"{sha}-dirty" if status.strip() else sha
 
 
 def provenance() -> dict[str, str]:

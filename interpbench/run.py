@@ -3,9 +3,12 @@
 Run directory layout (all open formats, no pickles):
     run.json                                  grid spec, versions, created_at
     cases/{suite}__{case}/                    compiled artefacts + ground truth (see export)
+    cases/{suite}__{case}/twins/{variant}/    the same for each adversarial twin
     cells/{suite}__{case}/{variant}/{method}/seed{n}/
         explanation.npz, explanation.json     what the method returned
-        cell.json                             params, seconds, status (written last)
+        cell.json                             params, seconds, status (written last):
+                                              ok, failed (with error) or not_applicable
+                                              (a twin that does not apply to the case)
         rows.parquet                          scored rows
 """
 
@@ -32,8 +35,23 @@ from interpbench.metrics import aggregate, applicable
 from interpbench.provenance import provenance
 from interpbench.storage import atomic_write_bytes, atomic_write_json
 
-VARIANTS = ("base",)
+BASE = "base"
 RUN_FORMAT = 1
+
+
+def known_variants() -> list[str]:
+    """`base` and every registered twin, in registration order."""
+    from interpbench.twins import list_twins
+
+    return [BASE, *(t.name for t in list_twins())]
+
+
+def expand_variants(names: Sequence[str]) -> list[str]:
+    """Variant names with `all` expanded to every known variant (order kept, no repeats)."""
+    out: list[str] = []
+    for n in names:
+        out += known_variants() if n == "all" else [n]
+    return list(dict.fromkeys(out))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,27 +69,39 @@ class Cell:
 
 
 def plan(cases: Sequence[Case], methods: Sequence[type[Method]], variants: Sequence[str], seeds: Sequence[int]) -> list[Cell]:
-    """The grid in a stable order (case-major, so each case is compiled once)."""
+    """The grid in a stable order: case-major (each case is compiled once), base before twins."""
+    known = known_variants()
     for v in variants:
-        if v not in VARIANTS:
+        if v not in known:
             from interpbench.registry import unknown_name_message
 
-            raise BadInputError(unknown_name_message("variant", v, list(VARIANTS)))
+            raise BadInputError(unknown_name_message("variant", v, known))
+    variants = sorted(dict.fromkeys(variants), key=known.index)
     return [Cell(c.full_name, v, m.name, s) for c in cases for v in variants for m in methods for s in seeds]
 
 
-def case_folder(run_dir: Path, case: Case) -> Path:
-    return run_dir / "cases" / f"{case.suite}__{case.name}"
+def case_folder(run_dir: Path, case: Case, variant: str = BASE) -> Path:
+    """Where a run keeps a case's (or one of its twins') compiled artefacts and ground truth."""
+    folder = run_dir / "cases" / f"{case.suite}__{case.name}"
+    return folder if variant == BASE else folder / "twins" / variant
 
 
 def score_explanation(
     explanation: Explanation, compiled: CompiledCase, cell: Cell, method_cls: type[Method], params: dict[str, Any],
-    seconds: float, info: dict[str, Any],
+    seconds: float, info: dict[str, Any], base: Explanation | None = None,
 ) -> pd.DataFrame:
-    """Long-format rows, one per applicable metric, with provenance."""
+    """Long-format rows, one per applicable metric, with provenance.
+
+    Twin-level metrics (e.g. `twin_consistency`) compare the explanation of a twin with
+    `base`, the same method's explanation of the base model under the same seed; they
+    are scored only when that base explanation exists.
+    """
     rows = []
     for m in applicable(explanation):
-        s = aggregate(m.fn(explanation, compiled), seed=cell.seed)
+        if m.level == "twin" and base is None:
+            continue
+        scores = m.fn(explanation, compiled, base) if m.level == "twin" else m.fn(explanation, compiled)
+        s = aggregate(scores, seed=cell.seed)
         rows.append({
             "suite": compiled.case.suite, "case": compiled.case.name, "variant": cell.variant,
             "method": cell.method, "family": method_cls.family, "metric": m.name, "level": m.level,
@@ -102,13 +132,26 @@ def run_cell(cell: Cell, compiled: CompiledCase, method_cls: type[Method], run_d
     seconds = time.perf_counter() - start
     explanation.save(folder)
     params = instance.params()
-    rows = score_explanation(explanation, compiled, cell, method_cls, params, seconds, info)
+    rows = score_explanation(explanation, compiled, cell, method_cls, params, seconds, info, base_explanation(cell, run_dir))
     atomic_write_bytes(folder / "rows.parquet", _parquet_bytes(rows))
     atomic_write_json(folder / "cell.json", {
         **dataclasses.asdict(cell), "family": method_cls.family, "method_version": method_cls.version,
         "params": params, "seconds": seconds, "status": "ok", "case_key": compiled.key,
     })  # fmt: skip
     return rows
+
+
+def base_explanation(cell: Cell, run_dir: Path) -> Explanation | None:
+    """The same method's saved explanation of the base model (same case and seed), for a twin cell."""
+    if cell.variant == BASE:
+        return None
+    folder = dataclasses.replace(cell, variant=BASE).folder(run_dir)
+    try:
+        if json.loads((folder / "cell.json").read_text()).get("status") != "ok":
+            return None
+    except (OSError, json.JSONDecodeError):
+        return None
+    return Explanation.load(folder)
 
 
 def _parquet_bytes(df: pd.DataFrame) -> bytes:
@@ -120,10 +163,10 @@ def _parquet_bytes(df: pd.DataFrame) -> bytes:
 
 
 def is_done(cell: Cell, run_dir: Path) -> bool:
-    """A cell is finished once its cell.json (written last) says ok or failed."""
+    """A cell is finished once its cell.json (written last) says ok, failed or not_applicable."""
     path = cell.folder(run_dir) / "cell.json"
     try:
-        return json.loads(path.read_text()).get("status") in ("ok", "failed")
+        return json.loads(path.read_text()).get("status") in ("ok", "failed", "not_applicable")
     except (OSError, json.JSONDecodeError):
         return False
 
@@ -152,42 +195,79 @@ def run_grid(
         })  # fmt: skip
     by_name = {c.full_name: c for c in cases}
     method_by_name = {m.name: m for m in methods}
-    compiled: dict[str, CompiledCase] = {}
+    models = CaseModels(run_dir)
     for cell in cells:
         if on_progress:
-            on_progress(f"{cell.case} {cell.method}")
+            on_progress(f"{cell.case} {cell.variant} {cell.method}")
         if is_done(cell, run_dir):
             continue
-        if cell.case not in compiled:
-            compiled.clear()  # keep one case in memory at a time
-            cc = compile_case(by_name[cell.case])
-            folder = case_folder(run_dir, cc.case)
-            if not (folder / "manifest.json").exists():
-                cc.save(folder)
-            compiled[cell.case] = cc
+        compiled = models.get(by_name[cell.case], cell.variant)
+        if isinstance(compiled, str):
+            record_status(cell, run_dir, "not_applicable", reason=compiled)
+            continue
         try:
-            run_cell(cell, compiled[cell.case], method_by_name[cell.method], run_dir, info)
+            run_cell(cell, compiled, method_by_name[cell.method], run_dir, info)
         except Exception as exc:  # one broken method or case must not stop the grid
             record_failure(cell, run_dir, exc)
     return collect_rows(run_dir)
 
 
+class CaseModels:
+    """The compiled case and its twins for the case being run (one case in memory at a time).
+
+    A twin is built from the base model on first use, verified, and saved next to the
+    base artefacts; a twin that does not apply to the case is remembered as its reason.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.case: str | None = None
+        self.models: dict[str, CompiledCase | str] = {}
+
+    def get(self, case: Case, variant: str) -> CompiledCase | str:
+        """The compiled variant of `case`, or the reason the twin does not apply."""
+        if case.full_name != self.case:
+            self.case, self.models = case.full_name, {}
+        if BASE not in self.models:
+            self.models[BASE] = self._saved(compile_case(case), BASE)
+        if variant not in self.models:
+            from interpbench.twins import TwinNotApplicable, make_twin
+
+            base = self.models[BASE]
+            assert isinstance(base, CompiledCase)
+            try:
+                self.models[variant] = self._saved(make_twin(base, variant), variant)
+            except TwinNotApplicable as exc:
+                self.models[variant] = str(exc)
+        return self.models[variant]
+
+    def _saved(self, compiled: CompiledCase, variant: str) -> CompiledCase:
+        folder = case_folder(self.run_dir, compiled.case, variant)
+        if not (folder / "manifest.json").exists():
+            compiled.save(folder)
+        return compiled
+
+
 def record_failure(cell: Cell, run_dir: Path, exc: BaseException) -> None:
     """Marks a cell failed with a one-line reason; its explanation and rows are discarded."""
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    record_status(cell, run_dir, "failed", error=f"{type(exc).__name__}: {msg}")
+
+
+def record_status(cell: Cell, run_dir: Path, status: str, **fields: str) -> None:
+    """Marks a cell finished without rows (`failed` or `not_applicable`), discarding leftovers."""
     folder = cell.folder(run_dir)
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    atomic_write_json(folder / "cell.json", {**dataclasses.asdict(cell), "status": "failed",
-                                             "error": f"{type(exc).__name__}: {msg}"})  # fmt: skip
+    atomic_write_json(folder / "cell.json", {**dataclasses.asdict(cell), "status": status, **fields})
 
 
-def collect_failures(run_dir: Path) -> list[dict[str, Any]]:
-    """Every failed cell of a run with its reason."""
+def collect_failures(run_dir: Path, status: str = "failed") -> list[dict[str, Any]]:
+    """Every cell of a run with `status` (default: failed, with its `error`)."""
     out = []
     for path in sorted((run_dir / "cells").glob("*/*/*/*/cell.json")):
         meta = json.loads(path.read_text())
-        if meta.get("status") == "failed":
+        if meta.get("status") == status:
             out.append(meta)
     return out
 
@@ -213,20 +293,21 @@ def rescore(run_dir: Path) -> pd.DataFrame:
     fmt = int(json.loads(spec_path.read_text()).get("format", 1)) if spec_path.exists() else 1
     if fmt > RUN_FORMAT:
         raise BadInputError(f"{run_dir} has run format {fmt}; this interpbench reads up to {RUN_FORMAT}")
-    loaded: dict[str, CompiledCase] = {}
+    loaded: dict[tuple[str, str], CompiledCase] = {}
     for meta_path in sorted((run_dir / "cells").glob("*/*/*/*/cell.json")):
         meta = json.loads(meta_path.read_text())
         if meta.get("status") != "ok":
             continue
         cell = Cell(meta["case"], meta["variant"], meta["method"], int(meta["seed"]))
-        if cell.case not in loaded:
+        if (cell.case, cell.variant) not in loaded:
             case = get_case(cell.case)
-            loaded[cell.case] = CompiledCase.load(case, case_folder(run_dir, case))
+            loaded[(cell.case, cell.variant)] = CompiledCase.load(case, case_folder(run_dir, case, cell.variant))
         method_cls = get_method(cell.method)
         explanation = Explanation.load(meta_path.parent)
         old = pd.read_parquet(meta_path.parent / "rows.parquet")
         info = {k: old[k].iloc[0] for k in provenance() if k in old.columns and len(old)} or provenance()
-        rows = score_explanation(explanation, loaded[cell.case], cell, method_cls, meta["params"], meta["seconds"], info)
+        rows = score_explanation(explanation, loaded[(cell.case, cell.variant)], cell, method_cls, meta["params"],
+                                 meta["seconds"], info, base_explanation(cell, run_dir))  # fmt: skip
         atomic_write_bytes(meta_path.parent / "rows.parquet", _parquet_bytes(rows))
     return collect_rows(run_dir)
 

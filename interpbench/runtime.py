@@ -7,6 +7,9 @@ and `blocks.{l}.attn.hook_pattern` [batch, head, query, key], `blocks.{l}.attn.h
 `blocks.{l}.hook_attn_out`, `blocks.{l}.hook_resid_mid`, `blocks.{l}.mlp.hook_pre`,
 `blocks.{l}.mlp.hook_post` [batch, pos, d_mlp], `blocks.{l}.hook_mlp_out`,
 `blocks.{l}.hook_resid_post`, and `hook_logits` (the read-out before any argmax).
+
+Heads listed in `ModelWeights.reshuffled_heads` get their pattern rewritten after the
+softmax (`reshuffle_pattern`); `hook_pattern` shows the rewritten pattern, the one used.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from interpbench.weights import ModelWeights
+from interpbench.weights import RESHUFFLE_VALUE_ATOL, ModelWeights
 
 MASKED_LOGIT = -1e30  # tracr's value for masked attention logits
 
@@ -34,14 +37,33 @@ def _param(a: np.ndarray) -> nn.Parameter:
     return nn.Parameter(torch.from_numpy(np.array(a, dtype=np.float64, copy=True)), requires_grad=False)
 
 
+def reshuffle_pattern(pattern: torch.Tensor, values: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    """Torch twin of `interpbench.weights.reshuffle_pattern` (same rule, differentiable in `pattern`).
+
+    Args:
+        pattern: [b, q, s] softmax pattern of one head.
+        values: [b, s, d_head] its value vectors.
+        allowed: [b, q, s] bool, keys the query may attend to.
+
+    Returns:
+        The rewritten pattern [b, q, s]; gradients flow through `pattern` and the values.
+    """
+    diff = (values[:, :, None, :] - values[:, None, :, :]).abs()
+    same = (diff.amax(-1) if diff.shape[-1] else diff.sum(-1)) <= RESHUFFLE_VALUE_ATOL
+    same = same.to(pattern.dtype)
+    mass, count = pattern @ same, allowed.to(pattern.dtype) @ same
+    return torch.where(allowed, mass / count.clamp_min(1.0), torch.zeros_like(mass))
+
+
 class Attention(nn.Module):
     """Multi-head softmax attention exactly as tracr assembles it (no LayerNorm)."""
 
-    def __init__(self, weights: dict[str, np.ndarray], key_size: int) -> None:
+    def __init__(self, weights: dict[str, np.ndarray], key_size: int, reshuffled: tuple[int, ...] = ()) -> None:
         super().__init__()
         for k in ("w_q", "b_q", "w_k", "b_k", "w_v", "b_v", "w_o", "b_o"):
             setattr(self, k.upper() if k.startswith("w") else k, _param(weights[k]))
         self.scale = float(np.sqrt(key_size))
+        self.reshuffled = reshuffled
         for name in ("hook_q", "hook_k", "hook_v", "hook_attn_scores", "hook_pattern", "hook_z"):
             setattr(self, name, HookPoint())
 
@@ -51,7 +73,13 @@ class Attention(nn.Module):
         v = self.hook_v(torch.einsum("btd,hdk->bthk", x, self.W_V) + self.b_v)
         scores = torch.einsum("bqhk,bshk->bhqs", q, k) / self.scale
         scores = self.hook_attn_scores(torch.where(allowed, scores, torch.full_like(scores, MASKED_LOGIT)))
-        pattern = self.hook_pattern(torch.softmax(scores, dim=-1))
+        pattern = torch.softmax(scores, dim=-1)
+        if self.reshuffled:
+            full = allowed.expand(pattern.shape[0], 1, *pattern.shape[2:])[:, 0]
+            heads = [reshuffle_pattern(pattern[:, h], v[:, :, h], full) if h in self.reshuffled else pattern[:, h]
+                     for h in range(pattern.shape[1])]  # fmt: skip
+            pattern = torch.stack(heads, dim=1)
+        pattern = self.hook_pattern(pattern)
         z = self.hook_z(torch.einsum("bhqs,bshk->bqhk", pattern, v))
         return torch.einsum("bqhk,hkd->bqd", z, self.W_O) + self.b_o
 
@@ -73,9 +101,9 @@ class MLP(nn.Module):
 class Block(nn.Module):
     """One tracr layer: attention then MLP, each added to the residual stream."""
 
-    def __init__(self, weights: dict[str, np.ndarray], key_size: int) -> None:
+    def __init__(self, weights: dict[str, np.ndarray], key_size: int, reshuffled: tuple[int, ...] = ()) -> None:
         super().__init__()
-        self.attn = Attention(weights, key_size)
+        self.attn = Attention(weights, key_size, reshuffled)
         self.mlp = MLP(weights)
         for name in ("hook_resid_pre", "hook_attn_out", "hook_resid_mid", "hook_mlp_out", "hook_resid_post"):
             setattr(self, name, HookPoint())
@@ -104,7 +132,9 @@ class CompiledTransformer(nn.Module):
         self.W_U = _param(weights.unembed)
         self.embed = nn.Embedding.from_pretrained(self.W_E.data, freeze=True)
         self.hook_embed, self.hook_pos_embed, self.hook_logits = HookPoint(), HookPoint(), HookPoint()
-        self.blocks = nn.ModuleList(Block(layer, weights.key_size) for layer in weights.layers)
+        self.blocks = nn.ModuleList(
+            Block(layer, weights.key_size, weights.reshuffled_in(l)) for l, layer in enumerate(weights.layers)
+        )
         self.causal = weights.causal
 
     def key_mask(self, tokens: torch.Tensor) -> torch.Tensor:

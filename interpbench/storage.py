@@ -14,11 +14,16 @@ import numpy as np
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Writes `data` to `path` so readers see the old file or the new one, never half."""
+    """Writes `data` to `path` so readers see the old file or the new one, never half.
+
+    The file gets the permissions a plain `open` would give it (0666 less the umask),
+    not mkstemp's owner-only 0600: leaderboards and reports are meant to be shared.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -28,6 +33,13 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    """The process umask (reading it means setting it; it is put back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:

@@ -18,7 +18,7 @@ from interpbench.perturbation_relevance import (
     multi_output_attribute,
     multi_output_relevance,
     position_scores,
-    snapped_explanation,
+    relevance_explanation,
     token_features,
 )
 
@@ -42,21 +42,21 @@ class FeatureAblation(PerturbationMethod):
         baseline: "pad" (the only one).
         perturbations_per_eval: Positions ablated per forward (default 16: all of them, one
             forward of batch n * T).
-        tie_tolerance: Entries of a row closer than this times max |R| are made equal
-            (float64 rounding noise, see `snap_relevance_ties`; default 1e-9).
+        tie_tolerance: Declared on the Explanation: entries of a row closer than this
+            times max |R| are float64 rounding noise, tied by the scorer (default 1e-9).
     """
 
     defaults = {"baseline": "pad", "perturbations_per_eval": 16, "tie_tolerance": TIE_TOLERANCE_FLOAT64}
     counts = ("perturbations_per_eval",)
 
     def attribute(self, case: CompiledCase, seed: int) -> Explanation:
-        """R[b, i, j] from captum FeatureAblation, ties snapped."""
+        """R[b, i, j] from captum FeatureAblation, with its tie tolerance."""
         from captum.attr import FeatureAblation as CaptumFeatureAblation
 
         s = self.settings
         attr = multi_output_attribute(case, CaptumFeatureAblation(position_scores(case.model)), seed,
                                        perturbations_per_eval=s["perturbations_per_eval"])  # fmt: skip
-        return snapped_explanation(case, multi_output_relevance(case, attr), s["tie_tolerance"])
+        return relevance_explanation(case, multi_output_relevance(case, attr), s["tie_tolerance"])
 
 
 @method("occlusion", family="attribution", kinds=("token_relevance",))
@@ -77,8 +77,8 @@ class Occlusion(PerturbationMethod):
         sliding_window: Window length in tokens (default 2).
         strides: Window step (default 1).
         perturbations_per_eval: Windows per forward (default 16: all of them).
-        tie_tolerance: Entries of a row closer than this times max |R| are made equal
-            (captum's float32 noise, see `snap_relevance_ties`; default 1e-5).
+        tie_tolerance: Declared on the Explanation: entries of a row closer than this
+            times max |R| are captum's float32 noise, tied by the scorer (default 1e-5).
     """
 
     defaults = {"baseline": "pad", "sliding_window": 2, "strides": 1, "perturbations_per_eval": 16,
@@ -86,7 +86,7 @@ class Occlusion(PerturbationMethod):
     counts = ("sliding_window", "strides", "perturbations_per_eval")
 
     def attribute(self, case: CompiledCase, seed: int) -> Explanation:
-        """R[b, i, j] from captum Occlusion, ties snapped."""
+        """R[b, i, j] from captum Occlusion, with its tie tolerance."""
         from captum.attr import Occlusion as CaptumOcclusion
 
         s = self.settings
@@ -97,7 +97,7 @@ class Occlusion(PerturbationMethod):
             sliding_window_shapes=(s["sliding_window"],), strides=s["strides"],
             perturbations_per_eval=s["perturbations_per_eval"],
         )  # fmt: skip
-        return snapped_explanation(case, multi_output_relevance(case, attr), s["tie_tolerance"])
+        return relevance_explanation(case, multi_output_relevance(case, attr), s["tie_tolerance"])
 
 
 @method("shapley_value_sampling", family="attribution", kinds=("token_relevance",))
@@ -205,5 +205,5 @@ def _shapley(
         features = np.take_along_axis(labels, features, axis=1)
     mask = torch.from_numpy(features)
     attr = multi_output_attribute(case, captum_cls(position_scores(case.model)), seed, feature_mask=mask, **kwargs)
-    return snapped_explanation(case, multi_output_relevance(case, attr), tie_tolerance,
+    return relevance_explanation(case, multi_output_relevance(case, attr), tie_tolerance,
                                 n_features=int(np.max(case.lengths)))  # fmt: skip

@@ -17,8 +17,8 @@ from interpbench.perturbation_relevance import (
     TIE_TOLERANCE,
     PerturbationMethod,
     empty_explanation,
+    relevance_explanation,
     seeded_torch,
-    snapped_explanation,
     token_features,
 )
 from interpbench.setting_checks import require_choice
@@ -120,7 +120,7 @@ def _row_attributions(
             )
             scores[rows.numpy()] = attr.double().numpy()
     relevance = scatter_rows(case, scores, index)
-    return snapped_explanation(case, relevance, settings["tie_tolerance"], n_rows=len(targets), memoized=memoize)
+    return relevance_explanation(case, relevance, settings["tie_tolerance"], n_rows=len(targets), memoized=memoize)
 
 
 def _bernoulli_sampler() -> Callable[..., Iterator[torch.Tensor]]:

@@ -14,7 +14,7 @@ from interpbench.perturbation_relevance import (
     empty_explanation,
     example_tensors,
     multi_output_relevance,
-    snapped_explanation,
+    relevance_explanation,
 )
 from interpbench.setting_checks import require_choice
 
@@ -70,5 +70,5 @@ class LeaveOneOut(PerturbationMethod):
         scores = logits.gather(-1, torch.cat([cls, cls[b]]).unsqueeze(-1)).squeeze(-1).numpy()
         attributions = np.zeros((n, t, t))
         attributions[b, :, j] = scores[:n][b] - scores[n:]
-        return snapped_explanation(case, multi_output_relevance(case, attributions), s["tie_tolerance"],
+        return relevance_explanation(case, multi_output_relevance(case, attributions), s["tie_tolerance"],
                                    n_forward_rows=len(b) + n)  # fmt: skip

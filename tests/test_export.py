@@ -6,10 +6,14 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
+import torch
 
 from interpbench.case import get_case
 from interpbench.compiled import compile_case
 from interpbench.export import export_case
+from interpbench.twins import list_twins, make_twin
+from interpbench.weights import numpy_forward
 
 
 def _numpy_only_forward(folder: Path) -> tuple[np.ndarray, dict, dict]:
@@ -52,3 +56,17 @@ def test_exported_reverse_runs_with_numpy_only(tmp_path: Path) -> None:
     decoded = [[meta["output_values"][c] for c in pred[b, 1 : len(i) + 1]] for b, i in enumerate(inputs)]
     assert decoded == outputs
     assert not list(tmp_path.glob(".reverse.*"))  # no temporary leftovers
+
+
+@pytest.mark.parametrize("variant", [t.name for t in list_twins()])
+def test_exported_twin_runs_with_numpy_only(variant: str, tmp_path: Path) -> None:
+    """A twin exports like a base model; both numpy forwards reproduce its outputs and its runtime."""
+    twin = make_twin(compile_case(get_case("tracr_lib/reverse")), variant)
+    out = tmp_path / variant
+    export_case(twin, out)
+    logits, meta, data = _numpy_only_forward(out)
+    defined = ~np.isnan(data["outputs"])
+    assert (logits.argmax(-1)[defined] == data["outputs"][defined]).all()
+    assert meta.get("reshuffled_heads", []) == [list(lh) for lh in twin.weights.reshuffled_heads]
+    runtime = twin.model(torch.from_numpy(twin.tokens)).numpy()
+    assert np.abs(numpy_forward(twin.weights, twin.tokens, twin.lengths) - runtime).max() <= 1e-9

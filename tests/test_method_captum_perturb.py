@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +19,8 @@ from captum_checks import check_token_relevance, valid_in
 from interpbench.methods.captum_perturb import FeatureAblation, Occlusion, ShapleyValues, ShapleyValueSampling
 from interpbench.methods.captum_surrogate import KernelShap, Lime
 from interpbench.methods.leave_one_out import LeaveOneOut
-from interpbench.perturbation_relevance import snap_relevance_ties
+from interpbench.metrics import aggregate, get_metric
+from interpbench.token_metrics import snap_ties
 
 METHODS: dict[str, type[Method]] = {
     "feature_ablation": FeatureAblation,
@@ -105,7 +107,7 @@ def test_sampling_methods_use_the_seed_and_leave_global_rng_alone(small_cases: d
 
 def test_feature_ablation_equals_pad_replacement(reverse: CompiledCase) -> None:
     # Independent: replace token j of one input by PAD, rerun the model, subtract.
-    r = FeatureAblation(tie_tolerance=0.0).explain(reverse).token_relevance
+    r = FeatureAblation().explain(reverse).token_relevance
     b = int(np.argmax(reverse.lengths))
     length = int(reverse.lengths[b])
     x = reverse.tokens[b : b + 1]
@@ -120,9 +122,9 @@ def test_feature_ablation_equals_pad_replacement(reverse: CompiledCase) -> None:
 
 def test_occlusion_windows(reverse: CompiledCase) -> None:
     # Window 1 is feature ablation; window 2 is the mean over the windows covering a token.
-    ones = Occlusion(sliding_window=1, tie_tolerance=0.0).explain(reverse).token_relevance
-    np.testing.assert_allclose(ones, FeatureAblation(tie_tolerance=0.0).explain(reverse).token_relevance, atol=1e-6)
-    r = Occlusion(tie_tolerance=0.0).explain(reverse).token_relevance
+    ones = Occlusion(sliding_window=1).explain(reverse).token_relevance
+    np.testing.assert_allclose(ones, FeatureAblation().explain(reverse).token_relevance, atol=1e-6)
+    r = Occlusion().explain(reverse).token_relevance
     b = int(np.argmax(reverse.lengths))
     length, t = int(reverse.lengths[b]), reverse.n_positions
     x = reverse.tokens[b : b + 1]
@@ -152,10 +154,11 @@ def test_exact_shapley_efficiency(case_name: str, compiled: Callable[[str], Comp
     np.testing.assert_allclose(r.sum(-1)[rows], diff[rows], rtol=0, atol=1e-6)
 
 
-def test_exact_shapley_matches_float64_subsets_and_keeps_ties(reverse: CompiledCase) -> None:
+def test_exact_shapley_matches_float64_subsets_and_the_scorer_restores_ties(reverse: CompiledCase) -> None:
     # Shapley values from all 2^L coalitions in float64 (one forward), independently of
-    # captum. captum accumulates in float32, so equal values come out ~1e-7 apart; the
-    # adapter must return them exactly equal (a ranking metric would read the noise).
+    # captum. captum accumulates in float32, so equal values come out ~1e-7 apart; at the
+    # tolerance the adapter declares, the scorer must tie them exactly (a ranking metric
+    # would read the noise), and the adapter must return them as computed.
     case = reverse
     n, t = case.tokens.shape
     f = t - 1
@@ -176,9 +179,11 @@ def test_exact_shapley_matches_float64_subsets_and_keeps_ties(reverse: CompiledC
             phi[:, :, j + 1] += weight[:, None] * (values[:, code | (1 << j)] - values[:, code])
     valid = valid_in(case)
     phi *= valid[:, :, None] * valid[:, None, :]
-    r = ShapleyValues().explain(case).token_relevance
-    np.testing.assert_allclose(r, phi, atol=1e-5)
-    raw = ShapleyValues(tie_tolerance=0.0).explain(case).token_relevance
+    e = ShapleyValues().explain(case)
+    assert e.tie_tolerance == 1e-5
+    raw = e.token_relevance
+    np.testing.assert_allclose(raw, phi, atol=1e-5)
+    r, _ = snap_ties(raw, valid, e.tie_tolerance)
     ties = 0
     for b, i in zip(*np.nonzero(valid)):
         p = phi[b, i, 1 : lengths[b] + 1]
@@ -191,19 +196,43 @@ def test_exact_shapley_matches_float64_subsets_and_keeps_ties(reverse: CompiledC
     assert ties > 0  # captum's float32 output alone breaks some of the true ties
 
 
-def test_snap_ties_by_hand(reverse: CompiledCase) -> None:
-    case = dataclasses.replace(reverse, tokens=reverse.tokens[:1], lengths=np.array([3]), outputs=reverse.outputs[:1])
-    r = np.zeros((1, case.n_positions, case.n_positions))
-    r[0, 1, 1:4] = [0.2 + 1e-7, 0.5, 0.2 - 1e-7]
-    r[0, 2, 1:4] = [1.0, 1.0 + 4e-6, 1.0 + 8e-6]  # a chain of neighbours closer than tol: one run
-    r[0, 3, 1:4] = [-1e-17, 0.0, 1e-17]
-    snapped, moved = snap_relevance_ties(case, r, 1e-5)
-    np.testing.assert_array_equal(snapped[0, 1, 1:4], [0.2, 0.5, 0.2])
-    assert len(set(snapped[0, 2, 1:4])) == 1
-    np.testing.assert_array_equal(snapped[0, 3], 0.0)
-    np.testing.assert_allclose(snapped.sum(-1), r.sum(-1), atol=1e-15)
-    assert moved == 6  # the middle of the chain is its mean already
-    assert snap_relevance_ties(case, r, 0.0)[1] == 0
+def test_adapters_return_raw_relevance_and_declare_their_tolerance(
+    explained: dict[tuple[str, str], Explanation], tmp_path: Path
+) -> None:
+    for (name, _), e in explained.items():
+        tol = METHODS[name].defaults["tie_tolerance"]
+        assert e.tie_tolerance == tol == (1e-9 if name in ("feature_ablation", "leave_one_out") else 1e-5), name
+        assert e.diagnostics["tie_tolerance_abs"] == tol * np.abs(e.token_relevance).max(), name
+        assert "ties_snapped" not in e.diagnostics
+    e = explained[("occlusion", "reverse")]
+    e.save(tmp_path)
+    back = Explanation.load(tmp_path)
+    assert back.tie_tolerance == 1e-5
+    np.testing.assert_array_equal(back.token_relevance, e.token_relevance)
+
+
+def test_scorer_ties_the_float64_noise_of_feature_ablation(reverse: CompiledCase) -> None:
+    # The adapter returns F(x) - F(x') as computed (no snapping: the 0 setting changes
+    # nothing); where the true effect is 0 those differences carry ~1e-16 of noise, which
+    # the scorer ties at the declared 1e-9. Read as a ranking, the noise lifts AUROC.
+    e = FeatureAblation().explain(reverse)
+    np.testing.assert_array_equal(e.token_relevance, FeatureAblation(tie_tolerance=0.0).explain(reverse).token_relevance)
+    valid = reverse.truth.valid_in
+    snapped, atol = snap_ties(e.token_relevance, valid, e.tie_tolerance)
+    assert atol == e.diagnostics["tie_tolerance_abs"]
+    noisy = 0
+    for b, i in zip(*np.nonzero(valid)):
+        row, tied = e.token_relevance[b, i, valid[b]], snapped[b, i, valid[b]]
+        gap = np.abs(row[:, None] - row[None, :])
+        close = (gap > 0) & (gap < atol)
+        assert (tied[:, None] == tied[None, :])[close].all()
+        noisy += int(close.sum())
+    assert noisy > 0  # not vacuous
+
+    def auroc(explanation: Explanation) -> float:
+        return aggregate(get_metric("auroc").fn(explanation, reverse)).value
+
+    assert auroc(e) < auroc(dataclasses.replace(e, tie_tolerance=0.0)) - 0.1
 
 
 def test_exact_shapley_refuses_long_inputs(reverse: CompiledCase) -> None:
@@ -303,7 +332,7 @@ def test_leave_one_out_equals_key_erasure_by_hand(reverse: CompiledCase) -> None
     # One input by hand: mask key j in every layer, rerun, subtract.
     b = int(np.argmax(reverse.lengths))
     x = reverse.tokens[b : b + 1]
-    r = LeaveOneOut(tie_tolerance=0.0).explain(reverse).token_relevance
+    r = LeaveOneOut().explain(reverse).token_relevance
     model = reverse.model
     keys = model.key_mask(torch.from_numpy(x))
     cls = torch.from_numpy(reverse.targets()[b : b + 1])
@@ -329,6 +358,8 @@ def test_bad_settings(small_cases: dict[str, CompiledCase]) -> None:
         (Lime, {"kernel_width": 0.0}),
         (KernelShap, {"n_samples": 1.5}),
         (LeaveOneOut, {"erase": "pad"}),
+        (Occlusion, {"tie_tolerance": 1.0}),
+        (FeatureAblation, {"tie_tolerance": -1e-9}),
     ]
     for cls, settings in bad:
         with pytest.raises(BadInputError):

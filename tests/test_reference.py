@@ -21,7 +21,8 @@ def test_fresh_quick_run_matches_the_reference(tmp_path: Path) -> None:
     cases = [get_case(f"{s}/{c}") for s, c in ref[["suite", "case"]].drop_duplicates().itertuples(index=False)]
     methods = [get_method(m) for m in ref["method"].drop_duplicates()]
     seeds = sorted(int(s) for s in ref["seed"].unique())
-    rows = run_grid(cases, methods, tmp_path / "run", seeds=seeds)
+    variants = list(ref["variant"].drop_duplicates())
+    rows = run_grid(cases, methods, tmp_path / "run", variants=variants, seeds=seeds)
     write_leaderboard(rows, tmp_path)
     result = compare(read_long(REFERENCE), read_long(tmp_path / "leaderboard.csv"))
     moved = result.moved[["status", "case", "method", "metric", "old", "new"]]

@@ -31,6 +31,11 @@ def _values(rows: pd.DataFrame, method: str) -> pd.Series:
 
 def test_oracle_scores_one_everywhere(baseline_run: tuple[Path, pd.DataFrame]) -> None:
     assert (_values(baseline_run[1], "oracle") == 1.0).all()
+    rows = baseline_run[1]
+    token = rows[(rows["method"] == "oracle") & (rows["level"] == "token")]
+    assert set(token["metric"]) == {"auroc", "average_precision", "precision_at_k", "relevance_mass",
+                                    "pointing_game", "spearman", "kendall_tau_b"}  # fmt: skip
+    assert (token["value"] == 1.0).all() and (token["n"] > 0).all()
 
 
 def test_uniform_scores_exactly_one_half(baseline_run: tuple[Path, pd.DataFrame]) -> None:
@@ -75,7 +80,7 @@ def test_resume_skips_finished_cells(baseline_run: tuple[Path, pd.DataFrame]) ->
     methods = [get_method(m) for m in ("oracle", "uniform", "random")]
     rows = run_grid([get_case(c) for c in CASES], methods, run_dir)
     assert marker.stat().st_mtime_ns == before
-    n_metrics = 1 + 4  # auroc, and the four head-level metrics (every baseline returns head patterns)
+    n_metrics = 7 + 4  # 7 token-level metrics, 4 head-level ones (every baseline returns head patterns)
     assert len(rows) == len(collect_rows(run_dir)) == 3 * len(CASES) * n_metrics
     assert set(rows.groupby(["case", "method"]).size()) == {n_metrics}  # no cell scored twice
 

@@ -22,3 +22,17 @@ def test_atomic_write_leaves_no_temporary_files(tmp_path) -> None:
     atomic_write_bytes(target, b"two")
     assert target.read_bytes() == b"two"
     assert [p.name for p in target.parent.iterdir()] == ["f.bin"]
+
+
+def test_atomic_write_gives_plain_file_permissions(tmp_path) -> None:
+    import os
+    import stat
+
+    from interpbench.storage import atomic_write_bytes
+
+    old = os.umask(0o027)
+    try:
+        atomic_write_bytes(tmp_path / "a.csv", b"x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.csv").stat().st_mode) == 0o640  # 0666 less umask, not mkstemp's 0600
