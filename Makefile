@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 
 bench: $(STAMP)
 	rm -rf $(RUN_DIR)
-	$(BIN)/interpbench run --out $(RUN_DIR)
+	$(BIN)/interpbench run --variant all --out $(RUN_DIR)
 	$(BIN)/interpbench leaderboard $(RUN_DIR) --out results
 	$(BIN)/interpbench report $(RUN_DIR) --out results/report.html
 

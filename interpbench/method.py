@@ -23,6 +23,12 @@ class Method:
     `baselines`, `internal_batch_size`, `perturbations_per_eval`, `n_samples`) and
     implement `explain`. Heavy imports belong inside `explain`, so a missing
     dependency marks the method unavailable instead of breaking the harness.
+
+    `behaviour_only` declares that the method only runs the model forward on token
+    inputs (perturbed tokens, hidden keys) and reads its outputs, never its internals or
+    gradients. Every twin computes the base model's function on all such inputs, so the
+    run records these methods' twin cells as not applicable instead of recomputing an
+    explanation that cannot move (tests/test_twins.py checks the premise).
     """
 
     name: ClassVar[str] = ""
@@ -30,6 +36,7 @@ class Method:
     kinds: ClassVar[tuple[str, ...]] = ()
     version: ClassVar[str] = "1"
     defaults: ClassVar[dict[str, Any]] = {}
+    behaviour_only: ClassVar[bool] = False
 
     def __init__(self, **settings: Any) -> None:
         unknown = set(settings) - set(self.defaults)

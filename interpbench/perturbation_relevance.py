@@ -45,6 +45,7 @@ class PerturbationMethod(Method):
     """
 
     counts: ClassVar[tuple[str, ...]] = ()
+    behaviour_only: ClassVar[bool] = True  # forwards on perturbed token inputs only
 
     def check_settings(self) -> None:
         """Raises BadInputError on a bad setting (before any work)."""

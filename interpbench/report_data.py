@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from interpbench.errors import BadInputError
-from interpbench.leaderboard import method_summary
+from interpbench.leaderboard import base_rows, method_summary, twin_table
 from interpbench.report_figures import case_figures, num
 from interpbench.run import collect_failures, collect_rows
 
@@ -105,7 +105,8 @@ def report_data(run_dir: Path, *, max_inputs: int = MAX_INPUTS) -> dict[str, Any
         "metrics": metrics,
         "summaries": {m["name"]: table_json(method_summary(rows, m["name"])) for m in metrics},
         "leaderboard": _leaderboard(rows),
-        "heatmaps": {m["name"]: heatmap(rows, m) for m in metrics},
+        "heatmaps": {m["name"]: heatmap(base_rows(rows), m) for m in metrics},
+        "twins": table_json(twin_table(rows)) if not rows.empty else {"columns": [], "rows": []},
         "cases": [case_figures(run_dir, folder, rows, max_inputs=max_inputs)
                   for folder in sorted((run_dir / "cases").glob("*")) if (folder / "case.json").is_file()],  # fmt: skip
     }

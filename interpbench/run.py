@@ -37,6 +37,8 @@ from interpbench.storage import atomic_write_bytes, atomic_write_json
 
 BASE = "base"
 RUN_FORMAT = 1
+BEHAVIOUR_ONLY = ("behaviour-only method: every twin computes the base model's function on all token inputs, "
+                  "so its explanation cannot move")  # fmt: skip
 
 
 def known_variants() -> list[str]:
@@ -200,6 +202,9 @@ def run_grid(
         if on_progress:
             on_progress(f"{cell.case} {cell.variant} {cell.method}")
         if is_done(cell, run_dir):
+            continue
+        if cell.variant != BASE and method_by_name[cell.method].behaviour_only:
+            record_status(cell, run_dir, "not_applicable", reason=BEHAVIOUR_ONLY)
             continue
         compiled = models.get(by_name[cell.case], cell.variant)
         if isinstance(compiled, str):

@@ -116,6 +116,7 @@ class ProgramSynthesis(Method):
             (the model emits no value there; default 0.5, tracr's read-out is 0 or 1).
     """
 
+    behaviour_only: ClassVar[bool] = True  # decoded outputs on token inputs only
     defaults: ClassVar[dict[str, Any]] = {"backend": "enumerative", "n_train": 64, "n_valid": 64,
                                           "budget": 100000, "max_size": 12, "atol": 1e-3,
                                           "undefined_logit": 0.5}  # fmt: skip
@@ -200,6 +201,8 @@ class ProgramSynthesisHeads(ProgramSynthesis):
         (default 5000), and head_found_iou: training soft IoU at which a head program
         counts as found (default 0.99).
     """
+
+    behaviour_only: ClassVar[bool] = False  # reads the model's attention
 
     defaults: ClassVar[dict[str, Any]] = {**ProgramSynthesis.defaults, "head_budget": 5000, "head_found_iou": 0.99}
 

@@ -71,3 +71,23 @@ def test_unavailable_methods_say_why(method: str) -> None:
 def test_every_family_is_present() -> None:
     families = {_cls(m).family for m in AVAILABLE}
     assert {"attention", "attribution", "baseline"} <= families
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", AVAILABLE)
+def test_methods_run_on_every_twin(method: str, compiled) -> None:
+    """Twins add heads, residual dimensions and an attention rule: every method copes and keeps the contract."""
+    from interpbench.twins import list_twins, make_twin
+
+    base = compiled("tracr_lib/reverse")
+    for t in list_twins():
+        twin = make_twin(base, t.name)
+        e = _cls(method)().explain(twin, seed=0)
+        n, pos = twin.tokens.shape
+        if e.token_relevance is not None:
+            r = np.asarray(e.token_relevance)
+            assert r.shape == (n, pos, pos) and np.isfinite(r).all(), t.name
+            assert (np.where(twin.input_mask()[:, None, :], 0, r) == 0).all(), t.name
+        if e.head_patterns is not None:
+            assert set(e.head_patterns) <= set(twin.head_names()), t.name
+            assert all(p.shape == (n, pos, pos) and np.isfinite(p).all() for p in e.head_patterns.values()), t.name

@@ -319,3 +319,24 @@ def test_leaderboard_rows_match_the_run(data: dict[str, Any], run_dir: Path) -> 
     got = table[table["metric"] == "auroc"].set_index(["case", "method"])["value"]
     want = rows[rows["metric"] == "auroc"].assign(case=lambda d: d["suite"] + "/" + d["case"]).set_index(["case", "method"])["value"]
     assert got.sort_index().tolist() == want.sort_index().round(3).tolist()
+
+
+def test_twins_section(browser: WebDriver, tmp_path: Path) -> None:
+    """A run with twins: base vs twin table per metric, heatmap over base models only, drawn without errors."""
+    run = tmp_path / "twin_run"
+    run_grid([get_case("tracr_lib/reverse")], [get_method(m) for m in ("oracle", "attention_last_layer")], run,
+             variants=["base", "rotated", "reshuffled_attention"])  # fmt: skip
+    d = report_data(run)
+    twins = pd.DataFrame(d["twins"]["rows"], columns=d["twins"]["columns"]).set_index(["method", "variant", "metric"])
+    assert twins.loc[("oracle", "rotated", "twin_consistency"), "twin"] == 1.0
+    assert twins.loc[("attention_last_layer", "reshuffled_attention", "twin_consistency"), "twin"] < 0.9
+    assert d["heatmaps"]["auroc"]["cases"] == ["tracr_lib/reverse"]  # twins are in the twin table, not as columns
+    page = write_report(run, tmp_path / "twins.html")
+    back = browser.js("return location.href")
+    try:
+        browser.cmd("POST", "/url", {"url": page.resolve().as_uri()})
+        assert browser.js("return document.body.dataset.rendered") == "ok"
+        shown = browser.js("return [...document.querySelectorAll('#twins tbody tr')].map(r => r.children[3].textContent)")
+        assert set(shown) == {"auroc", "twin_consistency"} and len(shown) == 2 * 2 * 2  # methods x twins x metrics
+    finally:
+        browser.cmd("POST", "/url", {"url": back})

@@ -14,11 +14,11 @@ from interpbench.case import get_case
 from interpbench.errors import BadInputError
 from interpbench.leaderboard import method_summary, twin_table
 from interpbench.method import get_method
-from interpbench.run import collect_failures, expand_variants, known_variants, plan, rescore, run_grid
+from interpbench.run import BEHAVIOUR_ONLY, collect_failures, expand_variants, known_variants, plan, rescore, run_grid
 from interpbench.twin_metrics import consistency_row
 
 VARIANTS = ["base", "rotated", "reshuffled_attention", "mlp_permuted_scaled"]
-METHODS = ["oracle", "attention_last_layer", "integrated_gradients"]
+METHODS = ["oracle", "attention_last_layer", "integrated_gradients", "feature_ablation"]
 
 
 def test_consistency_row_by_hand() -> None:
@@ -82,9 +82,15 @@ def test_twin_cells_rows_and_folders(twin_run: tuple[Path, pd.DataFrame]) -> Non
     assert (out / "cases" / "tracr_lib__reverse" / "twins" / "rotated" / "manifest.json").is_file()
     # prev_token has no MLP neurons: its mlp_permuted_scaled cells say why and hold no rows.
     skipped = collect_failures(out, status="not_applicable")
-    assert {(s["case"], s["variant"]) for s in skipped} == {("algorithmic/prev_token", "mlp_permuted_scaled")}
-    assert all(s["reason"] == "no MLP neurons to permute" for s in skipped) and len(skipped) == len(METHODS)
+    no_mlp = [s for s in skipped if s["reason"] == "no MLP neurons to permute"]
+    assert {(s["case"], s["variant"]) for s in no_mlp} == {("algorithmic/prev_token", "mlp_permuted_scaled")}
+    assert len(no_mlp) == len(METHODS) - 1  # feature_ablation is skipped on every twin anyway
     assert rows[(rows["case"] == "prev_token") & (rows["variant"] == "mlp_permuted_scaled")].empty
+    # A behaviour-only method runs on base models only: a twin has the same function on every token input.
+    behaviour = [s for s in skipped if s["method"] == "feature_ablation"]
+    assert len(behaviour) == 2 * (len(VARIANTS) - 1) and all(s["reason"] == BEHAVIOUR_ONLY for s in behaviour)
+    assert set(rows[rows["method"] == "feature_ablation"]["variant"]) == {"base"}
+    assert len(skipped) == len(no_mlp) + len(behaviour)
     assert collect_failures(out) == []
     meta = json.loads((out / "cases" / "tracr_lib__reverse" / "twins" / "rotated" / "case.json").read_text())
     assert meta["info"]["variant"] == "rotated"

@@ -368,3 +368,31 @@ def test_every_twin_of_every_case_verifies_or_says_why(name: str, compiled) -> N
         matrix[t.name] = "ok"
     got = {k: v == "ok" for k, v in matrix.items()}
     assert got == {t.name: _expect_applicable(cc, t.name) for t in list_twins()}, matrix
+
+
+@pytest.mark.parametrize("case", ["tracr_lib/reverse", "algorithmic/double_hist", "tracr_lib/frac_prevs"])
+def test_twins_preserve_the_function_off_the_evaluation_inputs(case: str, compiled) -> None:
+    """Behaviour-only methods query the model on perturbed inputs: PAD in place of tokens, keys hidden.
+
+    Every twin must give the base model's read-out there too, not only on the evaluation
+    inputs it was verified on; this is why the run skips behaviour-only methods on twins.
+    """
+    base = compiled(case)
+    rng = np.random.default_rng(0)
+    n, t = 64, base.n_positions
+    w = base.weights
+    real = [i for i in range(len(w.input_tokens)) if i != w.bos_id]  # real tokens and PAD
+    tokens = rng.choice(real, size=(n, t))
+    tokens[:, 0] = w.bos_id
+    mask = rng.random((n, t)) < 0.7
+    mask[:, 0] = True
+    ids, keys = torch.from_numpy(tokens), torch.from_numpy(mask)
+    with torch.no_grad():
+        want = base.model(ids, keys).numpy()
+        for name in NAMES:
+            try:
+                twin = make_twin(base, name)
+            except TwinNotApplicable:
+                continue
+            got = twin.model(ids, keys).numpy()
+            assert np.abs(got - want).max() <= LOGIT_ATOL, name

@@ -159,12 +159,22 @@
     const rows = filter === "*" ? lb.rows : lb.rows.filter(function (r) { return r[j] === filter; });
     sortableTable(byId("leaderboard"), { columns: lb.columns, rows: rows }, lbState);
   }
-  const sumState = { col: null, dir: "ascending" };
+  const sumState = { col: null, dir: "ascending" }, twinState = { col: null, dir: "ascending" };
+  function drawTwins(name) {
+    const t = DATA.twins, j = t.columns.indexOf("metric");
+    if (t.rows.length === 0) {
+      byId("twins").innerHTML = '<p class="muted">No twins in this run (run with <code>--variant all</code>).</p>';
+      return;
+    }
+    const rows = t.rows.filter(function (r) { return r[j] === name || r[j] === "twin_consistency"; });
+    sortableTable(byId("twins"), { columns: t.columns, rows: rows }, twinState);
+  }
   function selectMetric(name) {
     const m = METRICS[name];
     byId("metric-desc").textContent = m ? m.level + " level, " + (m.higher_is_better ? "higher" : "lower") + " is better" + (m.description ? ": " + m.description : "") : "";
     sortableTable(byId("summary"), DATA.summaries[name] || { columns: [], rows: [] }, sumState);
     drawHeatmap(name);
+    drawTwins(name);
     byId("lb-metric").value = name;
     drawLeaderboard(name);
   }
