@@ -141,6 +141,9 @@ def run(
 
     cases, methods = _select(suite, case, method)
     variants = expand_variants(split_names(variant)) or ["base"]
+    if "base" not in variants:
+        variants = ["base", *variants]
+        err.print("note: adding variant base: twins are compared with their base model", highlight=False)
     try:
         seeds = [int(s) for s in split_names(seed)] or [0]
     except ValueError:
@@ -206,7 +209,7 @@ def _print_failures(run_dir: Path) -> None:
 def score(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) -> None:
     """Re-score a run from its saved explanations and ground truth (no method re-runs)."""
     from interpbench.leaderboard import write_leaderboard
-    from interpbench.run import rescore
+    from interpbench.rescore import rescore
 
     rows = rescore(run_dir)
     write_leaderboard(rows, run_dir)

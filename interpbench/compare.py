@@ -89,7 +89,15 @@ def _melt_wide(table: pd.DataFrame, path: Path) -> pd.DataFrame:
                if c not in ids and c not in WIDE_EXTRA and not c.endswith(WIDE_SUFFIXES)]  # fmt: skip
     if not metrics:
         raise BadInputError(f"{path} is not a leaderboard: no metric columns")
-    return table.melt(id_vars=ids, value_vars=metrics, var_name="metric", value_name="value")
+    long = table.melt(id_vars=ids, value_vars=metrics, var_name="metric", value_name="value")
+    # A wide CSV leaves a metric empty where it does not apply to the method (program metrics
+    # for attention methods): such a cell is no row. A scored metric always has its
+    # `m_n_undefined` count, even when its value is NaN (every row undefined).
+    counts = [f"{m}_n_undefined" for m in metrics]
+    if all(c in table.columns for c in counts):
+        scored = table.melt(id_vars=ids, value_vars=counts, var_name="metric", value_name="n_undefined")
+        long = long[scored["n_undefined"].notna().to_numpy()]
+    return long
 
 
 def _direction(metric: str) -> bool:

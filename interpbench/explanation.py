@@ -18,7 +18,7 @@ KINDS = ("token_relevance", "head_patterns", "program", "circuit")
 #    differences are rounding noise (the scorer groups ties; schema 1-2 files load with the default).
 SCHEMA = 3
 # Relative tie tolerance of explanations that do not declare one: differences below one part in
-# a million of the explanation's largest |R| are not signal (see token_metrics.snap_ties).
+# a million of the input's largest |R| are not signal (see token_metrics.snap_ties).
 DEFAULT_TIE_TOLERANCE = 1e-6
 
 
@@ -39,7 +39,7 @@ class Explanation:
         diagnostics: Free-form numbers the method wants recorded (JSON-safe).
         tie_tolerance: Relative tolerance of `token_relevance`: the scorer treats values of
             one row as tied when a chain of neighbours closer than `tie_tolerance` times
-            the explanation's largest |R| joins them (`token_metrics.snap_ties`). A
+            the input's largest |R| joins them (`token_metrics.snap_ties`). A
             method whose arithmetic is float32 declares a larger one (perturbation
             adapters: 1e-5); 0 keeps every difference. In [0, 1).
     """

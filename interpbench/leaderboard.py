@@ -57,14 +57,16 @@ def method_summary(rows: pd.DataFrame, metric: str = "auroc") -> pd.DataFrame:
     """Per method: mean of `metric` over cases, mean rank, paired test against the best, seconds.
 
     Columns: `method`, `family`, the metric's mean over cases (seeds averaged first),
-    `mean_rank` (1 = best, over the cases every listed method was scored on),
-    `wins_vs_best` / `losses_vs_best` (cases strictly better / worse than the
-    best-ranked method), `p_vs_best` (Wilcoxon signed-rank over cases, Holm-adjusted;
+    `mean_rank` (1 = best, over the cases every ranked method was scored on; a method
+    with no value anywhere is not ranked), `best` (the best-ranked method, which the
+    next three columns compare against), `wins_vs_best` / `losses_vs_best` (cases
+    strictly better / worse than it), `p_vs_best` (Wilcoxon signed-rank over cases, Holm-adjusted;
     see `interpbench.ranking`), `cases` (cases with a value) and `seconds` (total).
     Sorted best first by mean value. Only the base models count when the rows have them
     (twins are compared with their base in `twin_table`).
     """
-    cols = ["method", "family", metric, "mean_rank", "wins_vs_best", "losses_vs_best", "p_vs_best", "cases", "seconds"]
+    cols = ["method", "family", metric, "mean_rank", "best", "wins_vs_best", "losses_vs_best", "p_vs_best", "cases",
+            "seconds"]  # fmt: skip
     sub = base_rows(rows[rows["metric"] == metric] if not rows.empty else rows)
     if sub.empty:
         return pd.DataFrame(columns=cols)
@@ -85,7 +87,7 @@ def method_summary(rows: pd.DataFrame, metric: str = "auroc") -> pd.DataFrame:
 def summary_table(rows: pd.DataFrame) -> pd.DataFrame:
     """`method_summary` for every metric in `rows`, stacked with a leading `metric` column."""
     if rows.empty:
-        return pd.DataFrame(columns=["metric", "method", "family", "value", "mean_rank", "wins_vs_best",
+        return pd.DataFrame(columns=["metric", "method", "family", "value", "mean_rank", "best", "wins_vs_best",
                                      "losses_vs_best", "p_vs_best", "cases", "seconds"])  # fmt: skip
     parts = []
     for m in sorted(rows["metric"].unique()):

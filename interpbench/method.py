@@ -29,6 +29,8 @@ class Method:
     gradients. Every twin computes the base model's function on all such inputs, so the
     run records these methods' twin cells as not applicable instead of recomputing an
     explanation that cannot move (tests/test_twins.py checks the premise).
+    `reads_model` is False for the baselines, whose explanations ignore the model: they
+    would be perfectly twin-consistent by construction, so twin-level metrics skip them.
     """
 
     name: ClassVar[str] = ""
@@ -37,6 +39,7 @@ class Method:
     version: ClassVar[str] = "1"
     defaults: ClassVar[dict[str, Any]] = {}
     behaviour_only: ClassVar[bool] = False
+    reads_model: ClassVar[bool] = True
 
     def __init__(self, **settings: Any) -> None:
         unknown = set(settings) - set(self.defaults)

@@ -128,8 +128,9 @@ def relevance_explanation(case: CompiledCase, relevance: np.ndarray, rel_tol: fl
     """R as computed, declaring `rel_tol` as its tie tolerance, with `zero_row_share` and the absolute tolerance.
 
     The adapters' `tie_tolerance` setting is recorded in `params` and declared here on
-    the Explanation; `tie_tolerance_abs` is what it amounts to (rel_tol * max |R| over
-    real positions), for people reading the diagnostics.
+    the Explanation; `tie_tolerance_abs` is what it amounts to on the input with the
+    largest |R| (rel_tol * that maximum; the scorer uses each input's own maximum), for
+    people reading the diagnostics.
     """
     return Explanation(token_relevance=relevance, tie_tolerance=rel_tol, diagnostics={
         "zero_row_share": zero_row_share(case, relevance),

@@ -21,9 +21,15 @@ def git_sha() -> str:
     """SHA of the interpbench checkout, "-dirty" when tracked files differ from it; "unknown" outside git.
 
     A number produced by uncommitted code cannot be traced to a commit, so the row says so.
+    Only a checkout of interpbench itself counts: a package installed inside another
+    project's repository reports "unknown", not that project's commit.
     """
-    here = Path(__file__).parent
+    here = Path(__file__).resolve().parent
     try:
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=here, capture_output=True, text=True,
+                             timeout=5, check=True).stdout.strip()  # fmt: skip
+        if Path(top).resolve() != here.parent:  # installed inside someone else's repository
+            return "unknown"
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5,
                              check=True).stdout.strip()  # fmt: skip
         status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,

@@ -58,9 +58,11 @@ def case_ranks(table: pd.DataFrame, *, higher_is_better: bool) -> pd.DataFrame:
     """Rank of each method within each complete case (1 = best; ties share the average rank).
 
     Cases where any method lacks a value are left out, so every method is ranked on the
-    same cases and mean ranks are comparable.
+    same cases and mean ranks are comparable. A method with no value on any case (e.g.
+    `uniform` on `spearman`, undefined for a constant R) is not ranked, rather than
+    emptying every case.
     """
-    complete = table.dropna(how="any")
+    complete = table.dropna(axis=1, how="all").dropna(how="any")
     return complete.rank(axis=1, ascending=not higher_is_better, method="average")
 
 
@@ -118,16 +120,19 @@ def versus_best(rows: pd.DataFrame, metric: str, *, higher_is_better: bool) -> p
 
     The best method is the one with the lowest mean rank (ties broken by name); its own
     p-value is NaN. A small `p_vs_best` says the method is reliably different from the
-    best across cases, not just on average.
+    best across cases, not just on average. When no case has a value for every ranked
+    method there is no best: `best` is None and the comparison columns are empty.
     """
     table = case_table(rows, metric)
     cols = ["method", "mean_rank", "ranked_cases", "best", "wins_vs_best", "losses_vs_best", "p_vs_best"]
     if table.empty:
         return pd.DataFrame(columns=cols)
     ranks = case_ranks(table, higher_is_better=higher_is_better)
-    mean_rank = ranks.mean(axis=0) if len(ranks) else pd.Series(np.nan, index=table.columns)
-    order = sorted(table.columns, key=lambda m: (np.inf if np.isnan(mean_rank[m]) else mean_rank[m], m))
-    best = order[0]
+    mean_rank = ranks.mean(axis=0).reindex(table.columns) if len(ranks) else pd.Series(np.nan, index=table.columns)
+    if mean_rank.isna().all():
+        return pd.DataFrame({"method": list(table.columns), "mean_rank": np.nan, "ranked_cases": 0, "best": None,
+                             "wins_vs_best": np.nan, "losses_vs_best": np.nan, "p_vs_best": np.nan})[cols]  # fmt: skip
+    best = min((m for m in table.columns if not np.isnan(mean_rank[m])), key=lambda m: (mean_rank[m], m))
     tests = {
         m: paired_test(table[m].to_numpy(), table[best].to_numpy(), m, best, higher_is_better=higher_is_better)
         for m in table.columns if m != best

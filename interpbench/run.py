@@ -34,17 +34,16 @@ from interpbench.method import Method
 from interpbench.metrics import aggregate, applicable
 from interpbench.provenance import provenance
 from interpbench.storage import atomic_write_bytes, atomic_write_json
+from interpbench.twins import get_twin, list_twins
 
 BASE = "base"
 RUN_FORMAT = 1
-BEHAVIOUR_ONLY = ("behaviour-only method: every twin computes the base model's function on all token inputs, "
+BEHAVIOUR_ONLY = ("behaviour-only method: this twin computes the base model's function on all token inputs, "
                   "so its explanation cannot move")  # fmt: skip
 
 
 def known_variants() -> list[str]:
     """`base` and every registered twin, in registration order."""
-    from interpbench.twins import list_twins
-
     return [BASE, *(t.name for t in list_twins())]
 
 
@@ -66,6 +65,7 @@ class Cell:
     seed: int
 
     def folder(self, run_dir: Path) -> Path:
+        """Where the cell's explanation, rows and status live inside `run_dir`."""
         suite, name = self.case.split("/", 1)
         return run_dir / "cells" / f"{suite}__{name}" / self.variant / self.method / f"seed{self.seed}"
 
@@ -96,11 +96,12 @@ def score_explanation(
 
     Twin-level metrics (e.g. `twin_consistency`) compare the explanation of a twin with
     `base`, the same method's explanation of the base model under the same seed; they
-    are scored only when that base explanation exists.
+    are scored only when that base explanation exists, and never for methods that do
+    not read the model (baselines: consistent by construction).
     """
     rows = []
     for m in applicable(explanation):
-        if m.level == "twin" and base is None:
+        if m.level == "twin" and (base is None or not method_cls.reads_model):
             continue
         scores = m.fn(explanation, compiled, base) if m.level == "twin" else m.fn(explanation, compiled)
         s = aggregate(scores, seed=cell.seed)
@@ -135,7 +136,7 @@ def run_cell(cell: Cell, compiled: CompiledCase, method_cls: type[Method], run_d
     explanation.save(folder)
     params = instance.params()
     rows = score_explanation(explanation, compiled, cell, method_cls, params, seconds, info, base_explanation(cell, run_dir))
-    atomic_write_bytes(folder / "rows.parquet", _parquet_bytes(rows))
+    atomic_write_bytes(folder / "rows.parquet", parquet_bytes(rows))
     atomic_write_json(folder / "cell.json", {
         **dataclasses.asdict(cell), "family": method_cls.family, "method_version": method_cls.version,
         "params": params, "seconds": seconds, "status": "ok", "case_key": compiled.key,
@@ -156,7 +157,8 @@ def base_explanation(cell: Cell, run_dir: Path) -> Explanation | None:
     return Explanation.load(folder)
 
 
-def _parquet_bytes(df: pd.DataFrame) -> bytes:
+def parquet_bytes(df: pd.DataFrame) -> bytes:
+    """A DataFrame as Parquet file bytes (for atomic writes)."""
     import io
 
     buf = io.BytesIO()
@@ -203,7 +205,7 @@ def run_grid(
             on_progress(f"{cell.case} {cell.variant} {cell.method}")
         if is_done(cell, run_dir):
             continue
-        if cell.variant != BASE and method_by_name[cell.method].behaviour_only:
+        if cell.variant != BASE and method_by_name[cell.method].behaviour_only and get_twin(cell.variant).everywhere:
             record_status(cell, run_dir, "not_applicable", reason=BEHAVIOUR_ONLY)
             continue
         compiled = models.get(by_name[cell.case], cell.variant)
@@ -285,36 +287,6 @@ def collect_rows(run_dir: Path) -> pd.DataFrame:
         return pd.DataFrame()
     df = pd.concat(frames, ignore_index=True)
     return df.sort_values(["suite", "case", "variant", "method", "seed", "metric"], kind="stable").reset_index(drop=True)
-
-
-def rescore(run_dir: Path) -> pd.DataFrame:
-    """Recomputes every row from saved explanations and ground truth, without running methods."""
-    from interpbench.case import get_case
-    from interpbench.method import get_method
-
-    if not (run_dir / "cells").is_dir():
-        raise BadInputError(f"{run_dir} is not a run directory (no cells/ folder)")
-    spec_path = run_dir / "run.json"
-    fmt = int(json.loads(spec_path.read_text()).get("format", 1)) if spec_path.exists() else 1
-    if fmt > RUN_FORMAT:
-        raise BadInputError(f"{run_dir} has run format {fmt}; this interpbench reads up to {RUN_FORMAT}")
-    loaded: dict[tuple[str, str], CompiledCase] = {}
-    for meta_path in sorted((run_dir / "cells").glob("*/*/*/*/cell.json")):
-        meta = json.loads(meta_path.read_text())
-        if meta.get("status") != "ok":
-            continue
-        cell = Cell(meta["case"], meta["variant"], meta["method"], int(meta["seed"]))
-        if (cell.case, cell.variant) not in loaded:
-            case = get_case(cell.case)
-            loaded[(cell.case, cell.variant)] = CompiledCase.load(case, case_folder(run_dir, case, cell.variant))
-        method_cls = get_method(cell.method)
-        explanation = Explanation.load(meta_path.parent)
-        old = pd.read_parquet(meta_path.parent / "rows.parquet")
-        info = {k: old[k].iloc[0] for k in provenance() if k in old.columns and len(old)} or provenance()
-        rows = score_explanation(explanation, loaded[(cell.case, cell.variant)], cell, method_cls, meta["params"],
-                                 meta["seconds"], info, base_explanation(cell, run_dir))  # fmt: skip
-        atomic_write_bytes(meta_path.parent / "rows.parquet", _parquet_bytes(rows))
-    return collect_rows(run_dir)
 
 
 def default_run_dir() -> Path:

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 RowFn = Callable[[np.ndarray, np.ndarray, np.ndarray], float]
 
 
-def snap_ties(relevance: np.ndarray, valid_in: np.ndarray, rel_tol: float) -> tuple[np.ndarray, float]:
+def snap_ties(relevance: np.ndarray, valid_in: np.ndarray, rel_tol: float) -> tuple[np.ndarray, np.ndarray]:
     """Makes values of one relevance row that differ by less than rounding noise exactly equal.
 
     Tokens with the same true effect come out a few ulps apart, in a direction set by the
@@ -40,9 +40,10 @@ def snap_ties(relevance: np.ndarray, valid_in: np.ndarray, rel_tol: float) -> tu
     even float64 differences F(x) - F(x') carry ~1e-16 where the true effect is 0. Within
     each row the real input positions are sorted and every run of neighbours closer than
     `rel_tol * max |R|` is replaced by its mean (which keeps the row sum). The maximum is
-    taken over the whole explanation's real positions (output and input), so a row of
-    pure noise becomes one tie, and a chain of close neighbours is one group however it
-    falls on a grid. The tolerance is never below ZERO_ATOL (1e-12, where
+    taken over all real positions (output and input) of the row's input, so a row of pure
+    noise next to rows with signal becomes one tie, a chain of close neighbours is one
+    group however it falls on a grid, and no input's ties depend on another input's
+    scale (the bootstrap resamples inputs). The tolerance is never below ZERO_ATOL (1e-12, where
     `zero_rows_share` calls a row zero): an explanation that is all float64 noise, such
     as vanishing gradients through a rotated basis (~1e-17), would otherwise set its own
     scale and rank its noise. Only real input positions (`valid_in`) take part; every other entry
@@ -54,7 +55,8 @@ def snap_ties(relevance: np.ndarray, valid_in: np.ndarray, rel_tol: float) -> tu
         rel_tol: Relative tolerance (the explanation's `tie_tolerance`); 0 keeps every difference.
 
     Returns:
-        The snapped relevance and the absolute tolerance used (`max(rel_tol * max |R|, ZERO_ATOL)`).
+        The snapped relevance and the absolute tolerance used for each input [n]
+        (`max(rel_tol * max |R| of the input, ZERO_ATOL)`; 0 where `rel_tol` is 0).
     """
     r = np.asarray(relevance, dtype=np.float64)
     valid_in = np.asarray(valid_in, dtype=bool)
@@ -63,15 +65,17 @@ def snap_ties(relevance: np.ndarray, valid_in: np.ndarray, rel_tol: float) -> tu
     grid = valid_in[:, :, None] & valid_in[:, None, :]
     live = grid & np.isfinite(r)
     out = np.where(grid, r, 0.0)
+    n, t = r.shape[0], r.shape[-1]
     if rel_tol <= 0:
-        return out, 0.0
-    atol = max(float(rel_tol) * (float(np.abs(r[live]).max()) if live.any() else 0.0), ZERO_ATOL)
-    t = r.shape[-1]
+        return out, np.zeros(n)
+    scale = np.where(live, np.abs(np.where(live, r, 0.0)), 0.0).reshape(n, -1).max(axis=1)
+    atol = np.maximum(float(rel_tol) * scale, ZERO_ATOL)  # [n]: one tolerance per input
     rows = np.where(live, r, np.nan).reshape(-1, t)
     order = np.argsort(rows, axis=1)  # NaN (not live) last
     ordered = np.take_along_axis(rows, order, axis=1)
     new_run = np.ones_like(ordered, dtype=bool)
-    new_run[:, 1:] = ~(np.diff(ordered, axis=1) < atol)  # a NaN neighbour starts a new run
+    row_atol = np.repeat(atol, t)[:, None]  # rows are (input, output position), input-major
+    new_run[:, 1:] = ~(np.diff(ordered, axis=1) < row_atol)  # a NaN neighbour starts a new run
     run = np.cumsum(new_run.ravel()) - 1
     finite = np.isfinite(ordered.ravel())
     sums = np.bincount(run[finite], weights=ordered.ravel()[finite], minlength=run[-1] + 1)
@@ -84,10 +88,10 @@ def snap_ties(relevance: np.ndarray, valid_in: np.ndarray, rel_tol: float) -> tu
 
 @dataclasses.dataclass(frozen=True)
 class ScoredRelevance:
-    """R as the token metrics read it: ties snapped, and the absolute tolerance used."""
+    """R as the token metrics read it: ties snapped, and the absolute tolerance used per input."""
 
     values: np.ndarray
-    atol: float
+    atol: np.ndarray
 
 
 def scored_relevance(explanation: Explanation, truth: GroundTruth) -> ScoredRelevance:
@@ -198,8 +202,9 @@ def pointing_game_row(scores: np.ndarray, labels: np.ndarray) -> float:
 def relevance_mass_row(scores: np.ndarray, labels: np.ndarray, atol: float = 0.0) -> float:
     """Share of sum |R| that falls inside G; NaN without both classes or when R carries nothing.
 
-    A row whose every |R| is within `atol` (the explanation's absolute tie tolerance) of
-    0 carries no relevance to share: it is undefined, as an all-zero row is.
+    A row whose every |R| is within `atol` of 0 carries no relevance to share: it is
+    undefined, as an all-zero row is (the metric zeroes values within the input's tie
+    tolerance before calling this).
     """
     labels = np.asarray(labels).astype(bool)
     a = np.abs(np.asarray(scores, dtype=np.float64))
@@ -263,7 +268,9 @@ def precision_at_k(explanation: Explanation, compiled: CompiledCase) -> RowScore
 def relevance_mass(explanation: Explanation, compiled: CompiledCase) -> RowScores:
     """Share of |R| inside G; undefined if G is constant or R is 0 within its tie tolerance."""
     rel = scored_relevance(explanation, compiled.truth)
-    return token_rows(rel, compiled.truth, lambda r, g, _gg: relevance_mass_row(r, g, rel.atol))
+    quiet = np.abs(rel.values) <= rel.atol[:, None, None]  # within the input's tie tolerance of 0
+    flat = ScoredRelevance(np.where(quiet, 0.0, rel.values), rel.atol)
+    return token_rows(flat, compiled.truth, lambda r, g, _gg: relevance_mass_row(r, g))
 
 
 @metric("pointing_game", low=0.0, **_TOKEN)

@@ -64,6 +64,10 @@ class Twin:
             `make_twin` requires the read-out logits to agree within LOGIT_ATOL.
         reference: Where the idea comes from (paper).
         description: First line of the transform's docstring.
+        everywhere: Whether the twin computes the base model's function on every token
+            input (PAD substitutions and hidden keys included), as a weight-space
+            transform does, or only on the case's domain, as a model built by hand for
+            it does. Behaviour-only methods are skipped on the first kind only.
     """
 
     name: str
@@ -71,17 +75,18 @@ class Twin:
     exact: bool
     reference: str
     description: str
+    everywhere: bool = True
 
 
 TWINS: Registry[Twin] = Registry("twin")
 
 
-def twin(name: str, *, exact: bool, reference: str) -> Callable[[Transform], Transform]:
-    """Registers `fn(compiled, rng) -> TwinModel` as the twin `name`."""
+def twin(name: str, *, exact: bool, reference: str, everywhere: bool = True) -> Callable[[Transform], Transform]:
+    """Registers `fn(compiled, rng) -> TwinModel` as the twin `name` (see `Twin` for the flags)."""
 
     def register(fn: Transform) -> Transform:
         doc = (fn.__doc__ or "").strip().splitlines()
-        TWINS.add(name, Twin(name, fn, exact, reference, doc[0] if doc else ""))
+        TWINS.add(name, Twin(name, fn, exact, reference, doc[0] if doc else "", everywhere))
         return fn
 
     return register
@@ -193,4 +198,4 @@ def verify_twin(
 
 
 # Registration order is the order twins are listed and run.
-from interpbench import twin_transforms, twin_decoys, twin_reshuffle  # noqa: E402, F401, I001
+from interpbench import twin_transforms, twin_decoys, twin_reshuffle, twin_dyck  # noqa: E402, F401, I001

@@ -33,6 +33,8 @@ def _normalise(p: np.ndarray) -> np.ndarray:
 class RandomBaseline(Method):
     """Independent uniform scores per (input, output, input position); random row-stochastic heads."""
 
+    reads_model = False
+
     def explain(self, case: CompiledCase, *, seed: int = 0) -> Explanation:
         rng = np.random.default_rng(seed)
         r = rng.random(_valid_grid(case).shape) * _valid_grid(case)
@@ -45,6 +47,8 @@ class RandomBaseline(Method):
 class UniformBaseline(Method):
     """The same score everywhere: every ranking metric sees one big tie (AUROC exactly 0.5)."""
 
+    reads_model = False
+
     def explain(self, case: CompiledCase, *, seed: int = 0) -> Explanation:
         keys = _key_grid(case).astype(np.float64)
         heads = {name: _normalise(keys) for name in case.head_names()}
@@ -54,6 +58,8 @@ class UniformBaseline(Method):
 @method("oracle", family="baseline", kinds=("token_relevance", "head_patterns"))
 class OracleBaseline(Method):
     """Reads the ground truth: graded relevance Gg and the true selector patterns (the ceiling)."""
+
+    reads_model = False
 
     def explain(self, case: CompiledCase, *, seed: int = 0) -> Explanation:
         return Explanation(token_relevance=case.truth.graded.copy(), head_patterns=dict(case.truth.patterns))

@@ -87,3 +87,13 @@ def test_bad_input_exits_2(board: Path, tmp_path: Path) -> None:
     assert res.exit_code == 2 and "not a leaderboard" in res.output
     with pytest.raises(BadInputError, match="tolerance"):
         compare(read_long(board / "leaderboard.csv"), read_long(board / "leaderboard.csv"), tolerance=-1.0)
+
+
+def test_csv_and_parquet_agree_across_method_families() -> None:
+    """Empty wide-CSV cells (a metric that does not apply to a method) are no rows, not removed rows."""
+    ref = Path(__file__).resolve().parent.parent / "results" / "reference"
+    csv, pq = read_long(ref / "leaderboard.csv"), read_long(ref / "leaderboard.parquet")
+    assert len(csv) == len(pq)
+    for a, b in ((csv, pq), (pq, csv)):
+        result = compare(a, b)
+        assert result.moved.empty, result.moved.head().to_string()

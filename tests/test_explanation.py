@@ -74,7 +74,8 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
 
 
 def test_committed_run_directory_rescores_to_its_own_rows(tmp_path: Path) -> None:
-    from interpbench.run import collect_rows, rescore
+    from interpbench.rescore import rescore
+    from interpbench.run import collect_rows
 
     run = tmp_path / "run"
     shutil.copytree(FIXTURE, run)

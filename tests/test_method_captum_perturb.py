@@ -219,12 +219,12 @@ def test_scorer_ties_the_float64_noise_of_feature_ablation(reverse: CompiledCase
     np.testing.assert_array_equal(e.token_relevance, FeatureAblation(tie_tolerance=0.0).explain(reverse).token_relevance)
     valid = reverse.truth.valid_in
     snapped, atol = snap_ties(e.token_relevance, valid, e.tie_tolerance)
-    assert atol == e.diagnostics["tie_tolerance_abs"]
+    assert atol.max() == max(e.diagnostics["tie_tolerance_abs"], 1e-12)  # per input; the largest input's
     noisy = 0
     for b, i in zip(*np.nonzero(valid)):
         row, tied = e.token_relevance[b, i, valid[b]], snapped[b, i, valid[b]]
         gap = np.abs(row[:, None] - row[None, :])
-        close = (gap > 0) & (gap < atol)
+        close = (gap > 0) & (gap < atol[b])
         assert (tied[:, None] == tied[None, :])[close].all()
         noisy += int(close.sum())
     assert noisy > 0  # not vacuous

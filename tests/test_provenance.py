@@ -27,3 +27,21 @@ def test_provenance_reports_installed_versions_and_a_utc_time() -> None:
     assert p["torch_version"] == version("torch") and p["captum_version"] == version("captum")
     assert p["tracr_version"] == version("tracr-pypi")
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", p["created_at"])
+
+
+def test_a_copy_inside_another_repository_reports_unknown(tmp_path: Path) -> None:
+    """A non-editable install under someone else's git repository must not record their commit."""
+    import shutil
+    import sys
+
+    repo = tmp_path / "their_project"
+    pkg = repo / ".venv" / "site-packages" / "interpbench"
+    pkg.mkdir(parents=True)
+    shutil.copy(ROOT / "interpbench" / "provenance.py", pkg / "provenance.py")
+    git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
+    subprocess.run(git + ["init", "-q"], cwd=repo, check=True)
+    subprocess.run(git + ["commit", "-q", "--allow-empty", "-m", "theirs"], cwd=repo, check=True)
+    code = ("import importlib.util as u; s = u.spec_from_file_location('p', 'provenance.py'); m = u.module_from_spec(s);"
+            "s.loader.exec_module(m); print(m.git_sha())")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], cwd=pkg, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "unknown"

@@ -112,3 +112,22 @@ def test_method_summary_averages_seeds_and_respects_direction() -> None:
     assert s["seconds"].tolist() == [6.0, 6.0]  # 3 cases x 2 seeds x 1 s
     both = summary_table(pd.concat([rows, _rows({"x": [0.5, 0.5, 0.5]})]))
     assert set(both["metric"]) == {"jsd", "auroc"} and "value" in both.columns
+
+
+def test_a_method_undefined_everywhere_is_not_ranked_and_does_not_empty_the_ranking() -> None:
+    # `uniform` on spearman: NaN on every case. The others are still ranked, and the best is
+    # the true best (not whichever name sorts first).
+    rows = _rows({"aaa_weak": [0.1, 0.2, 0.1, 0.0, 0.1, 0.2], "oracle": [1.0] * 6, "uniform": [np.nan] * 6})
+    vb = versus_best(rows, "auroc", higher_is_better=True).set_index("method")
+    assert (vb["best"] == "oracle").all() and vb["ranked_cases"].eq(6).all()
+    assert vb.loc["oracle", "mean_rank"] == 1.0 and vb.loc["aaa_weak", "mean_rank"] == 2.0
+    assert math.isnan(vb.loc["uniform", "mean_rank"]) and math.isnan(vb.loc["uniform", "p_vs_best"])
+    assert vb.loc["aaa_weak", "losses_vs_best"] == 6
+    s = method_summary(rows, "auroc").set_index("method")
+    assert s.loc["aaa_weak", "best"] == "oracle" and s.loc["uniform", "cases"] == 0
+
+
+def test_no_complete_case_means_no_best() -> None:
+    rows = _rows({"a": [0.5, np.nan], "b": [np.nan, 0.7]})
+    vb = versus_best(rows, "auroc", higher_is_better=True)
+    assert vb["best"].isna().all() and vb["mean_rank"].isna().all() and vb["p_vs_best"].isna().all()

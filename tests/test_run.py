@@ -10,7 +10,8 @@ import pytest
 
 from interpbench.case import get_case
 from interpbench.method import get_method
-from interpbench.run import collect_rows, rescore, run_grid
+from interpbench.rescore import rescore
+from interpbench.run import collect_rows, run_grid
 
 CASES = ["tracr_lib/reverse", "tracr_lib/frac_prevs", "tracr_lib/shift_by"]
 
@@ -99,3 +100,25 @@ def test_a_failing_method_is_recorded_and_the_grid_goes_on(tmp_path: Path) -> No
     assert set(rows["method"]) == {"oracle"}
     (failure,) = collect_failures(tmp_path)
     assert failure["method"] == "exploding" and failure["error"] == "RuntimeError: adapter bug"
+
+
+@pytest.mark.parametrize("damage", ["explanation.npz", "manifest.json"])
+def test_rescore_of_a_damaged_run_says_where_and_changes_nothing(
+    damage: str, baseline_run: tuple[Path, pd.DataFrame], tmp_path: Path
+) -> None:
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from interpbench.cli import app
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(baseline_run[0], run_dir)
+    before = {p: p.read_bytes() for p in sorted((run_dir / "cells").rglob("rows.parquet"))}
+    last = sorted((run_dir / "cells").rglob("explanation.npz"))[-1]  # damage the last cell: every other is scored first
+    victim = last if damage == "explanation.npz" else run_dir / "cases" / "tracr_lib__shift_by" / "manifest.json"
+    victim.write_bytes(b"not what it was")
+    res = CliRunner().invoke(app, ["score", str(run_dir)])
+    assert res.exit_code == 2
+    assert str(victim.parent) in res.output and "Traceback" not in res.output
+    assert {p: p.read_bytes() for p in before} == before  # no cell re-scored halfway

@@ -256,9 +256,21 @@ def test_snap_ties_by_hand() -> None:
     np.testing.assert_array_equal(raw[0, 1:4, 1:4], r[0, 1:4, 1:4])
 
 
-def test_snap_ties_uses_the_explanation_scale_not_the_row_scale() -> None:
+def test_snap_ties_scales_by_each_input_not_by_other_inputs() -> None:
+    # Input 1 is 1e-4 the size of input 0; its differences of 1e-3 of its own scale are signal.
+    # With one explanation-wide scale (1e-6 * 1.0 = 1e-6) they would be merged into a tie.
+    valid_in = np.array([[False, True, True], [False, True, True]])
+    r = np.zeros((2, 3, 3))
+    r[0, 1, 1:] = [1.0, 0.0]
+    r[1, 1, 1:] = [1e-4, 1e-4 + 1e-7]
+    snapped, atol = snap_ties(r, valid_in, 1e-6)
+    assert atol.tolist() == pytest.approx([1e-6, max(1e-6 * (1e-4 + 1e-7), 1e-12)])
+    assert snapped[1, 1, 1] < snapped[1, 1, 2]
+
+
+def test_snap_ties_uses_the_input_scale_not_the_row_scale() -> None:
     # Row 2's values differ by 1e-5 of its own scale (a ranking for a per-row tolerance of
-    # 1e-6), but its scale is 1e-3 of the explanation's: 1e-8 < 1e-6 * 1.0, one tie.
+    # 1e-6), but its scale is 1e-3 of its input's: 1e-8 < 1e-6 * 1.0, one tie.
     valid_in = np.array([[False, True, True]])
     r = np.zeros((1, 3, 3))
     r[0, 1, 1:] = [1.0, 0.0]
@@ -275,7 +287,7 @@ def test_an_explanation_of_pure_noise_is_one_tie() -> None:
     r = np.zeros((1, 4, 4))
     r[0, 1, 1:] = [3e-17, -1e-17, 2e-18]
     snapped, atol = snap_ties(r, valid_in, 1e-6)
-    assert atol == 1e-12
+    assert atol.tolist() == [1e-12]
     assert len(set(snapped[0, 1, 1:].tolist())) == 1
     assert auroc_row(snapped[0, 1, 1:], np.array([1, 0, 0])) == 0.5
 

@@ -14,7 +14,8 @@ from interpbench.case import get_case
 from interpbench.errors import BadInputError
 from interpbench.leaderboard import method_summary, twin_table
 from interpbench.method import get_method
-from interpbench.run import BEHAVIOUR_ONLY, collect_failures, expand_variants, known_variants, plan, rescore, run_grid
+from interpbench.rescore import rescore
+from interpbench.run import BEHAVIOUR_ONLY, collect_failures, expand_variants, known_variants, plan, run_grid
 from interpbench.twin_metrics import consistency_row
 
 VARIANTS = ["base", "rotated", "reshuffled_attention", "mlp_permuted_scaled"]
@@ -62,7 +63,9 @@ def test_integrated_gradients_is_not_moved_by_a_rotation(twin_run: tuple[Path, p
     # IG sums (x - x') . grad over embedding dimensions: a rotation of the residual basis cancels.
     _, rows = twin_run
     assert _consistency(rows, "integrated_gradients", "rotated") > 0.999
-    assert _consistency(rows, "oracle", "rotated") == 1.0
+    # Baselines ignore the model: consistent by construction, so not scored.
+    assert not ((rows["method"] == "oracle") & (rows["metric"] == "twin_consistency")).any()
+    assert (rows[(rows["method"] == "oracle") & (rows["variant"] == "rotated")]["metric"] == "auroc").any()
 
 
 def test_raw_attention_is_moved_by_reshuffled_attention(twin_run: tuple[Path, pd.DataFrame]) -> None:
@@ -122,3 +125,14 @@ def test_rescore_reproduces_twin_rows(twin_run: tuple[Path, pd.DataFrame]) -> No
     again = rescore(out)
     cols = ["suite", "case", "variant", "method", "seed", "metric", "value", "ci_low", "ci_high", "n", "n_undefined"]
     pd.testing.assert_frame_equal(rows[cols], again[cols])
+
+
+def test_behaviour_only_methods_run_on_a_twin_built_for_the_domain(tmp_path: Path) -> None:
+    # dyck_stack equals its base on the Dyck domain only; perturbations leave the domain (PAD),
+    # so feature_ablation is run on it and may move.
+    rows = run_grid([get_case("tracr_lib/shuffle_dyck")], [get_method("feature_ablation")], tmp_path,
+                    variants=["base", "dyck_stack", "rotated"])  # fmt: skip
+    assert set(rows["variant"]) == {"base", "dyck_stack"}
+    assert ((rows["variant"] == "dyck_stack") & (rows["metric"] == "twin_consistency")).any()
+    (skipped,) = collect_failures(tmp_path, status="not_applicable")
+    assert skipped["variant"] == "rotated" and skipped["reason"] == BEHAVIOUR_ONLY
