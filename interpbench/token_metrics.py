@@ -20,6 +20,7 @@ import numpy as np
 from scipy.stats import rankdata
 
 from interpbench.compiled import ZERO_ATOL
+from interpbench import token_batch
 from interpbench.explanation import Explanation
 from interpbench.ground_truth import GroundTruth
 from interpbench.metrics import RowScores, metric
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from interpbench.compiled import CompiledCase
 
 RowFn = Callable[[np.ndarray, np.ndarray, np.ndarray], float]
+BatchFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 def snap_ties(relevance: np.ndarray, valid_in: np.ndarray, rel_tol: float) -> tuple[np.ndarray, np.ndarray]:
@@ -115,10 +117,6 @@ def token_rows(relevance: ScoredRelevance, truth: GroundTruth, row_fn: RowFn) ->
         values.append(row_fn(r, truth.relevance[b, i, cols], truth.graded[b, i, cols]) if ok else float("nan"))
         inputs.append(b)
     return RowScores(np.asarray(values, dtype=np.float64), np.asarray(inputs, dtype=np.int64))
-
-
-def _rows(explanation: Explanation, compiled: CompiledCase, row_fn: RowFn) -> RowScores:
-    return token_rows(scored_relevance(explanation, compiled.truth), compiled.truth, row_fn)
 
 
 def _tie_groups(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -243,49 +241,66 @@ def kendall_tau_b_row(scores: np.ndarray, graded: np.ndarray) -> float:
     return float(np.clip(np.sum(s * g) / np.sqrt(np.count_nonzero(s) * np.count_nonzero(g)), -1.0, 1.0))
 
 
+def batched_rows(explanation: Explanation, compiled: CompiledCase, batch_fn: BatchFn, *, graded: bool = False,
+                 zero_quiet: bool = False) -> RowScores:
+    """`batch_fn` (a `token_batch` statistic) over every defined output row, in `token_rows` order.
+
+    Equal to `token_rows` with the matching `*_row` function (tests/test_token_metrics.py),
+    computed a block of equal-width rows at a time. `graded` passes Gg instead of G;
+    `zero_quiet` zeroes values within the input's tie tolerance of 0 first (relevance mass).
+    A row holding a non-finite value is NaN.
+    """
+    rel = scored_relevance(explanation, compiled.truth)
+    values = np.where(np.abs(rel.values) <= rel.atol[:, None, None], 0.0, rel.values) if zero_quiet else rel.values
+    blocks, inputs = token_batch.row_blocks(values, compiled.truth)
+    out = np.full(len(inputs), np.nan)
+    for blk in blocks:
+        finite = np.isfinite(blk.r)
+        got = batch_fn(np.where(finite, blk.r, 0.0), blk.gg if graded else blk.g)
+        out[blk.where] = np.where(finite.all(axis=1), got, np.nan)
+    return RowScores(out, inputs.astype(np.int64))
+
+
 _TOKEN = {"level": "token", "kind": "token_relevance", "higher_is_better": True, "high": 1.0}
 
 
 @metric("auroc", low=0.0, **_TOKEN)
 def auroc(explanation: Explanation, compiled: CompiledCase) -> RowScores:
     """Token AUROC of R against G per output row (ties count 1/2); undefined if the G row is constant."""
-    return _rows(explanation, compiled, lambda r, g, _gg: auroc_row(r, g))
+    return batched_rows(explanation, compiled, token_batch.auroc)
 
 
 @metric("average_precision", low=0.0, **_TOKEN)
 def average_precision(explanation: Explanation, compiled: CompiledCase) -> RowScores:
     """Average precision of R against G, expected over orders of tied scores; undefined if G is constant."""
-    return _rows(explanation, compiled, lambda r, g, _gg: average_precision_row(r, g))
+    return batched_rows(explanation, compiled, token_batch.average_precision)
 
 
 @metric("precision_at_k", low=0.0, **_TOKEN)
 def precision_at_k(explanation: Explanation, compiled: CompiledCase) -> RowScores:
     """Share of G among the |G| highest R (R-precision), expected over ties; undefined if G is constant."""
-    return _rows(explanation, compiled, lambda r, g, _gg: precision_at_k_row(r, g))
+    return batched_rows(explanation, compiled, token_batch.precision_at_k)
 
 
 @metric("relevance_mass", low=0.0, **_TOKEN)
 def relevance_mass(explanation: Explanation, compiled: CompiledCase) -> RowScores:
     """Share of |R| inside G; undefined if G is constant or R is 0 within its tie tolerance."""
-    rel = scored_relevance(explanation, compiled.truth)
-    quiet = np.abs(rel.values) <= rel.atol[:, None, None]  # within the input's tie tolerance of 0
-    flat = ScoredRelevance(np.where(quiet, 0.0, rel.values), rel.atol)
-    return token_rows(flat, compiled.truth, lambda r, g, _gg: relevance_mass_row(r, g))
+    return batched_rows(explanation, compiled, token_batch.relevance_mass, zero_quiet=True)
 
 
 @metric("pointing_game", low=0.0, **_TOKEN)
 def pointing_game(explanation: Explanation, compiled: CompiledCase) -> RowScores:
     """Chance that a uniformly drawn maximum of R lies in G (tied maxima share); undefined if G is constant."""
-    return _rows(explanation, compiled, lambda r, g, _gg: pointing_game_row(r, g))
+    return batched_rows(explanation, compiled, token_batch.pointing_game)
 
 
 @metric("spearman", low=-1.0, **_TOKEN)
 def spearman(explanation: Explanation, compiled: CompiledCase) -> RowScores:
     """Spearman rank correlation of R with graded truth Gg; undefined if R or Gg is constant."""
-    return _rows(explanation, compiled, lambda r, _g, gg: spearman_row(r, gg))
+    return batched_rows(explanation, compiled, token_batch.spearman, graded=True)
 
 
 @metric("kendall_tau_b", low=-1.0, **_TOKEN)
 def kendall_tau_b(explanation: Explanation, compiled: CompiledCase) -> RowScores:
     """Kendall's tau-b of R with graded truth Gg; undefined if R or Gg is constant."""
-    return _rows(explanation, compiled, lambda r, _g, gg: kendall_tau_b_row(r, gg))
+    return batched_rows(explanation, compiled, token_batch.kendall_tau_b, graded=True)
