@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUN_DIR ?= results/runs/bench
 
-.PHONY: venv bench test test-fast test-slow reference chromium clean
+.PHONY: venv bench perf test test-fast test-slow reference chromium clean
 
 venv: $(STAMP)
 
@@ -16,7 +16,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,ray]'
 	touch $(STAMP)
 
 bench: $(STAMP)
@@ -24,6 +24,10 @@ bench: $(STAMP)
 	$(BIN)/interpbench run --variant all --out $(RUN_DIR)
 	$(BIN)/interpbench leaderboard $(RUN_DIR) --out results
 	$(BIN)/interpbench report $(RUN_DIR) --out results/report.html
+
+# Speed figures measured side by side in one process (interpbench/perf*.py); exit 0 even when a target is missed.
+perf: $(STAMP)
+	$(BIN)/interpbench perf --out results/perf.json
 
 # The reference leaderboard `make test` checks a fresh quick run against (tests/test_reference.py).
 # Regenerate it, and commit it, when a change to a method or metric is meant to move scores.

@@ -134,8 +134,18 @@ def run(
     seed: Annotated[list[str] | None, typer.Option(help="Seed(s).")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="New run directory.")] = None,
     resume: Annotated[Path | None, typer.Option(help="Finish an interrupted run directory.")] = None,
+    executor: Annotated[str, typer.Option(help="Where cells run: serial (this process), local (worker "
+                                               "processes) or ray.")] = "local",
+    jobs: Annotated[int | None, typer.Option(help="Worker processes (local) or CPUs of the local Ray "
+                                                  "instance; default: the available cores.")] = None,
+    ray_address: Annotated[str | None, typer.Option(help="Join this Ray cluster instead of starting a "
+                                                         "local instance.")] = None,
 ) -> None:
     """Run methods on cases, save explanations, score them and write the run's leaderboard."""
+    from interpbench.executors import make_executor, start_workers
+
+    where = make_executor(executor, jobs, ray_address)
+    start_workers(where)  # first: the workers' imports overlap this process's own from here on
     from interpbench.leaderboard import method_summary, write_leaderboard
     from interpbench.run import default_run_dir, expand_variants, plan, run_grid
 
@@ -165,7 +175,7 @@ def run(
             bar.update(task, description=label)
             bar.advance(task)
 
-        rows = run_grid(cases, methods, run_dir, variants=variants, seeds=seeds, on_progress=step)
+        rows = run_grid(cases, methods, run_dir, variants=variants, seeds=seeds, on_progress=step, executor=where)
     write_leaderboard(rows, run_dir)
     _print_summary(f"run {run_dir}", method_summary(rows), "auroc")
     _print_synthesis(rows, by_case=False)
@@ -313,6 +323,39 @@ def export(
     compiled = compile_case(get_case(case))
     files = export_case(compiled, out_dir)
     out.print(f"wrote {len(files)} files to {out_dir} (see FORMAT.md)", highlight=False)
+
+
+@app.command()
+@_errors
+def perf(
+    only: Annotated[list[str] | None, typer.Option(help="Figure(s) to measure; repeatable or comma-separated.")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="Tiny settings (one small case, 4 inputs, 1 repetition).")] = False,
+    out_path: Annotated[Path | None, typer.Option("--out", help="perf.json to write (with --only: merged by name).")] = None,
+) -> None:
+    """Measure the speed figures side by side and print value vs target.
+
+    Exits 0 even when a target is missed (the table says so), 1 when a figure could not
+    be measured (its error is in the table and in perf.json), 2 for an unknown name.
+    """
+    from interpbench.perf import run_perf, select_figures, write_perf
+
+    names = split_names(only) or None
+    specs = select_figures(names)  # unknown names fail here, before anything is measured
+    with err.status("measuring") as status:
+        figures = run_perf([s.name for s in specs], quick=quick,
+                           on_figure=lambda f: status.update(f"measured {f.name}"))  # fmt: skip
+    rows = [[f.name, f"{f.value:.4g}" if f.value is not None else "error",
+             f"{'>=' if f.higher_is_better else '<='} {f.target:g}", f.unit, "yes" if f.met else "NO"]
+            for f in figures]  # fmt: skip
+    out.print(_table("perf" + (" (quick)" if quick else ""), ["figure", "value", "target", "unit", "met"], rows))
+    if out_path is not None:
+        write_perf(figures, out_path, merge=names is not None)
+        out.print(f"wrote {out_path}", highlight=False)
+    broken = [f for f in figures if f.value is None]
+    for f in broken:  # a missed target exits 0; a figure that could not be measured does not
+        typer.echo(f"error: {f.name} not measured: {f.details.get('error', '')}", err=True)
+    if broken:
+        raise typer.Exit(1)
 
 
 def main() -> None:

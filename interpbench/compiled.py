@@ -59,10 +59,18 @@ class CompiledCase:
 
     @functools.cached_property
     def model(self) -> Any:
-        """The torch runtime (built on first use)."""
+        """The torch runtime (built on first use).
+
+        Built outside inference mode whatever the caller's context: a runtime whose
+        parameters were made under `torch.inference_mode()` could never take part in
+        autograd again, and this one is cached for every later method.
+        """
+        import torch
+
         from interpbench.runtime import build_runtime
 
-        return build_runtime(self.weights)
+        with torch.inference_mode(False):
+            return build_runtime(self.weights)
 
     @property
     def inputs(self) -> list[list[Any]]:

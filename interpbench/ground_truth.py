@@ -123,10 +123,18 @@ def token_relevance(
     valid_in = np.zeros((n, t), dtype=bool)
     valid_out = np.zeros((n, t), dtype=bool)
     alphabet = case.domain.tokens(case.vocab)
+    seen: dict[tuple[Any, ...], list[Any]] = {}  # a substituted sequence often recurs (another input, another position)
+
+    def run(seq: list[Any]) -> list[Any]:
+        key = tuple(seq)
+        if key not in seen:
+            seen[key] = evaluate(program, seq)
+        return seen[key]
+
     for b, xs in enumerate(inputs):
         xs = list(xs)
         length = len(xs)
-        base = evaluate(program, xs)
+        base = run(xs)
         valid_in[b, 1 : length + 1] = True
         defined = [v is not None for v in base]
         valid_out[b, 1 : length + 1] = defined
@@ -140,7 +148,7 @@ def token_relevance(
                 if not case.domain.contains(alt, case.vocab, case.max_seq_len):
                     continue
                 count += 1
-                out = evaluate(program, alt)
+                out = run(alt)
                 changed += [0.0 if same_value(o, p) else 1.0 for o, p in zip(out, base)]
             if count:
                 gg[b, 1 : length + 1, j + 1] = changed / count

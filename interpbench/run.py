@@ -10,6 +10,10 @@ Run directory layout (all open formats, no pickles):
                                               ok, failed (with error) or not_applicable
                                               (a twin that does not apply to the case)
         rows.parquet                          scored rows
+    .locks/{suite}__{case}.lock               lets one process at a time compile and save a case
+
+Cells run in this process or in parallel (interpbench.executors); either way each cell
+is written the same way, so a run started with one executor can be resumed with another.
 """
 
 from __future__ import annotations
@@ -21,22 +25,25 @@ import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from interpbench.case import Case
-from interpbench.compiled import CompiledCase, compile_case, zero_row_share
+from interpbench.compiled import CompiledCase, zero_row_share
 from interpbench.errors import BadInputError
 from interpbench.explanation import Explanation
 from interpbench.method import Method
 from interpbench.metrics import aggregate, applicable
 from interpbench.provenance import provenance
+from interpbench.run_models import BASE, CaseModels, case_folder  # noqa: F401 - case_folder: part of this module's API
 from interpbench.storage import atomic_write_bytes, atomic_write_json
 from interpbench.twins import get_twin, list_twins
 
-BASE = "base"
+if TYPE_CHECKING:
+    from interpbench.executors import Executor
+
 RUN_FORMAT = 1
 BEHAVIOUR_ONLY = ("behaviour-only method: this twin computes the base model's function on all token inputs, "
                   "so its explanation cannot move")  # fmt: skip
@@ -80,12 +87,6 @@ def plan(cases: Sequence[Case], methods: Sequence[type[Method]], variants: Seque
             raise BadInputError(unknown_name_message("variant", v, known))
     variants = sorted(dict.fromkeys(variants), key=known.index)
     return [Cell(c.full_name, v, m.name, s) for c in cases for v in variants for m in methods for s in seeds]
-
-
-def case_folder(run_dir: Path, case: Case, variant: str = BASE) -> Path:
-    """Where a run keeps a case's (or one of its twins') compiled artefacts and ground truth."""
-    folder = run_dir / "cases" / f"{case.suite}__{case.name}"
-    return folder if variant == BASE else folder / "twins" / variant
 
 
 def score_explanation(
@@ -183,13 +184,36 @@ def run_grid(
     variants: Sequence[str] = ("base",),
     seeds: Sequence[int] = (0,),
     on_progress: Callable[[str], None] | None = None,
+    executor: Executor | None = None,
 ) -> pd.DataFrame:
-    """Runs every cell not already finished in `run_dir` and returns all rows of the run."""
-    import torch
+    """Runs every cell not already finished in `run_dir` and returns all rows of the run.
 
-    # The models are tiny: intra-op threads only spin; parallelism belongs to processes.
-    torch.set_num_threads(1)
+    `executor` (default: serial, in this process) decides where cells run; every
+    executor writes the same cells and rows. `on_progress` is called once per cell
+    with a label naming it.
+    """
+    from interpbench.executors import SERIAL, check_registered, groups_of, open_executor
+
+    executor = executor or SERIAL
     cells = plan(cases, methods, variants, seeds)
+    pending = [c for c in cells if not is_done(c, run_dir)]
+    if executor.kind == "local" and min(executor.jobs, len(groups_of(pending))) <= 1:
+        executor = SERIAL  # nothing to spread: spare the worker start-up
+    if executor.kind == "serial":
+        run_serial(cells, cases, methods, run_dir, _start(run_dir, cells), on_progress)
+        return collect_rows(run_dir)
+    check_registered(cases, methods)
+    with open_executor(executor) as run_cells:
+        info = _start(run_dir, cells)
+        if on_progress:  # cells finished before this call count as progress too
+            for cell in set(cells) - set(pending):
+                on_progress(cell_label(cell))
+        run_cells(pending, run_dir.resolve(), info, on_progress)
+    return collect_rows(run_dir)
+
+
+def _start(run_dir: Path, cells: Sequence[Cell]) -> dict[str, Any]:
+    """Creates the run directory and its run.json (once); returns the provenance every row carries."""
     run_dir.mkdir(parents=True, exist_ok=True)
     info = provenance()
     spec_path = run_dir / "run.json"
@@ -197,62 +221,49 @@ def run_grid(
         atomic_write_json(spec_path, {
             "format": RUN_FORMAT, "cells": [dataclasses.asdict(c) for c in cells], "created_at": info["created_at"],
         })  # fmt: skip
+    return info
+
+
+def run_serial(
+    cells: Sequence[Cell], cases: Sequence[Case], methods: Sequence[type[Method]], run_dir: Path,
+    info: dict[str, Any], on_progress: Callable[[str], None] | None = None,
+) -> None:
+    """Runs `cells` one after the other in this process (methods need not be registered)."""
+    import torch
+
+    # The models are tiny: intra-op threads only spin; parallelism belongs to processes.
+    torch.set_num_threads(1)
     by_name = {c.full_name: c for c in cases}
     method_by_name = {m.name: m for m in methods}
     models = CaseModels(run_dir)
     for cell in cells:
         if on_progress:
-            on_progress(f"{cell.case} {cell.variant} {cell.method}")
-        if is_done(cell, run_dir):
-            continue
-        if cell.variant != BASE and method_by_name[cell.method].behaviour_only and get_twin(cell.variant).everywhere:
-            record_status(cell, run_dir, "not_applicable", reason=BEHAVIOUR_ONLY)
-            continue
-        compiled = models.get(by_name[cell.case], cell.variant)
+            on_progress(cell_label(cell))
+        run_pending_cell(cell, by_name[cell.case], method_by_name[cell.method], models, run_dir, info)
+
+
+def cell_label(cell: Cell) -> str:
+    """How progress names a cell."""
+    return f"{cell.case} {cell.variant} {cell.method}"
+
+
+def run_pending_cell(
+    cell: Cell, case: Case, method_cls: type[Method], models: CaseModels, run_dir: Path, info: dict[str, Any]
+) -> None:
+    """Runs one cell unless it is finished; records it not applicable or failed instead where so."""
+    if is_done(cell, run_dir):
+        return
+    if cell.variant != BASE and method_cls.behaviour_only and get_twin(cell.variant).everywhere:
+        record_status(cell, run_dir, "not_applicable", reason=BEHAVIOUR_ONLY)
+        return
+    try:
+        compiled = models.get(case, cell.variant)
         if isinstance(compiled, str):
             record_status(cell, run_dir, "not_applicable", reason=compiled)
-            continue
-        try:
-            run_cell(cell, compiled, method_by_name[cell.method], run_dir, info)
-        except Exception as exc:  # one broken method or case must not stop the grid
-            record_failure(cell, run_dir, exc)
-    return collect_rows(run_dir)
-
-
-class CaseModels:
-    """The compiled case and its twins for the case being run (one case in memory at a time).
-
-    A twin is built from the base model on first use, verified, and saved next to the
-    base artefacts; a twin that does not apply to the case is remembered as its reason.
-    """
-
-    def __init__(self, run_dir: Path) -> None:
-        self.run_dir = run_dir
-        self.case: str | None = None
-        self.models: dict[str, CompiledCase | str] = {}
-
-    def get(self, case: Case, variant: str) -> CompiledCase | str:
-        """The compiled variant of `case`, or the reason the twin does not apply."""
-        if case.full_name != self.case:
-            self.case, self.models = case.full_name, {}
-        if BASE not in self.models:
-            self.models[BASE] = self._saved(compile_case(case), BASE)
-        if variant not in self.models:
-            from interpbench.twins import TwinNotApplicable, make_twin
-
-            base = self.models[BASE]
-            assert isinstance(base, CompiledCase)
-            try:
-                self.models[variant] = self._saved(make_twin(base, variant), variant)
-            except TwinNotApplicable as exc:
-                self.models[variant] = str(exc)
-        return self.models[variant]
-
-    def _saved(self, compiled: CompiledCase, variant: str) -> CompiledCase:
-        folder = case_folder(self.run_dir, compiled.case, variant)
-        if not (folder / "manifest.json").exists():
-            compiled.save(folder)
-        return compiled
+            return
+        run_cell(cell, compiled, method_cls, run_dir, info)
+    except Exception as exc:  # one broken method or case must not stop the grid
+        record_failure(cell, run_dir, exc)
 
 
 def record_failure(cell: Cell, run_dir: Path, exc: BaseException) -> None:

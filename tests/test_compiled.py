@@ -246,3 +246,18 @@ def test_case_key_changes_when_the_domain_predicate_changes() -> None:
     rng = np.random.default_rng(0)
     assert any(len(x) % 2 for x in anything.domain.sample(rng, 20, case.vocab, case.max_seq_len))
     assert case_key(even) != case_key(anything)
+
+
+def test_runtime_built_under_inference_mode_still_supports_autograd(compiled) -> None:
+    """The cached runtime must not inherit a caller's inference mode (it would poison every later gradient method)."""
+    import dataclasses
+
+    import torch
+
+    cc = dataclasses.replace(compiled("tracr_lib/reverse"))  # a fresh copy: its model is not built yet
+    with torch.inference_mode():
+        cc.model(torch.from_numpy(cc.tokens[:2]))
+    emb = cc.model.embed(torch.from_numpy(cc.tokens[:2])).detach().requires_grad_(True)
+    out = cc.model.forward_from_embeddings(emb, torch.from_numpy(cc.tokens[:2]))
+    out.sum().backward()
+    assert emb.grad is not None
