@@ -96,12 +96,26 @@ class ScoredRelevance:
     atol: np.ndarray
 
 
+_LAST: list[tuple[np.ndarray, GroundTruth, float, ScoredRelevance]] = []
+
+
 def scored_relevance(explanation: Explanation, truth: GroundTruth) -> ScoredRelevance:
-    """The explanation's token relevance after `snap_ties` at its declared `tie_tolerance`."""
-    if explanation.token_relevance is None:
+    """The explanation's token relevance after `snap_ties` at its declared `tie_tolerance`.
+
+    The scorer asks for it once per token metric of a cell; the last result is kept
+    (matched by the very same relevance array and truth object, which the entry holds
+    on to, so no other array can take their identity) and snapping runs once per cell.
+    """
+    r = explanation.token_relevance
+    if r is None:
         raise ValueError("explanation has no token_relevance")
-    values, atol = snap_ties(explanation.token_relevance, truth.valid_in, explanation.tie_tolerance)
-    return ScoredRelevance(values, atol)
+    tol = float(explanation.tie_tolerance)
+    if _LAST and _LAST[0][0] is r and _LAST[0][1] is truth and _LAST[0][2] == tol:
+        return _LAST[0][3]
+    values, atol = snap_ties(r, truth.valid_in, tol)
+    scored = ScoredRelevance(values, atol)
+    _LAST[:] = [(r, truth, tol, scored)]
+    return scored
 
 
 def token_rows(relevance: ScoredRelevance, truth: GroundTruth, row_fn: RowFn) -> RowScores:
