@@ -15,6 +15,7 @@ import numpy as np
 
 from interpbench.explanation import Explanation
 from interpbench.metrics import RowScores, metric
+from interpbench import token_batch
 from interpbench.token_metrics import scored_relevance, spearman_row
 
 if TYPE_CHECKING:
@@ -33,6 +34,13 @@ def consistency_row(base: np.ndarray, twin: np.ndarray) -> float:
     return spearman_row(twin, base)
 
 
+def consistency(base: np.ndarray, twin: np.ndarray) -> np.ndarray:
+    """`consistency_row` for every row of two [m, L] blocks at once."""
+    base_flat, twin_flat = np.all(base == base[:, :1], axis=1), np.all(twin == twin[:, :1], axis=1)
+    rho = token_batch.spearman(twin, base)
+    return np.where(base_flat | twin_flat, (base_flat & twin_flat).astype(np.float64), rho)
+
+
 @metric("twin_consistency", level="twin", kind="token_relevance", higher_is_better=True, low=-1.0, high=1.0)
 def twin_consistency(explanation: Explanation, compiled: CompiledCase, base: Explanation) -> RowScores:
     """Rank correlation (Spearman) of the twin's and the base model's relevance per output row; 1 = unmoved."""
@@ -41,11 +49,11 @@ def twin_consistency(explanation: Explanation, compiled: CompiledCase, base: Exp
     base_r = scored_relevance(base, truth).values
     if base_r.shape != twin_r.shape:
         raise ValueError(f"base relevance has shape {base_r.shape}, twin {twin_r.shape}")
-    values, inputs = [], []
-    for b, i in zip(*np.nonzero(truth.valid_out)):
-        cols = truth.valid_in[b]
-        x, y = base_r[b, i, cols], twin_r[b, i, cols]
-        ok = bool(np.isfinite(x).all() and np.isfinite(y).all()) and cols.any()
-        values.append(consistency_row(x, y) if ok else float("nan"))
-        inputs.append(b)
-    return RowScores(np.asarray(values, dtype=np.float64), np.asarray(inputs, dtype=np.int64))
+    twin_blocks, inputs = token_batch.row_blocks(twin_r, truth)
+    base_blocks, _ = token_batch.row_blocks(base_r, truth)
+    out = np.full(len(inputs), np.nan)
+    for t, b in zip(twin_blocks, base_blocks):
+        finite = np.isfinite(t.r).all(axis=1) & np.isfinite(b.r).all(axis=1)
+        got = consistency(np.where(np.isfinite(b.r), b.r, 0.0), np.where(np.isfinite(t.r), t.r, 0.0))
+        out[t.where] = np.where(finite, got, np.nan)
+    return RowScores(out, inputs.astype(np.int64))

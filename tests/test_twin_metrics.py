@@ -16,7 +16,7 @@ from interpbench.leaderboard import method_summary, twin_table
 from interpbench.method import get_method
 from interpbench.rescore import rescore
 from interpbench.run import BEHAVIOUR_ONLY, collect_failures, expand_variants, known_variants, plan, run_grid
-from interpbench.twin_metrics import consistency_row
+from interpbench.twin_metrics import consistency, consistency_row
 
 VARIANTS = ["base", "rotated", "reshuffled_attention", "mlp_permuted_scaled"]
 METHODS = ["oracle", "attention_last_layer", "integrated_gradients", "feature_ablation"]
@@ -136,3 +136,14 @@ def test_behaviour_only_methods_run_on_a_twin_built_for_the_domain(tmp_path: Pat
     assert ((rows["variant"] == "dyck_stack") & (rows["metric"] == "twin_consistency")).any()
     (skipped,) = collect_failures(tmp_path, status="not_applicable")
     assert skipped["variant"] == "rotated" and skipped["reason"] == BEHAVIOUR_ONLY
+
+
+def test_consistency_of_blocks_equals_the_row_definition() -> None:
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 4, 7):
+        base = rng.integers(0, 3, size=(300, n)).astype(float)
+        twin = np.where(rng.random((300, n)) < 0.3, rng.integers(0, 3, size=(300, n)), base).astype(float)
+        twin[:20] = 1.0  # constant twin rows
+        base[10:30] = 2.0  # constant base rows (10-19: both constant)
+        want = [consistency_row(base[k], twin[k]) for k in range(len(base))]
+        np.testing.assert_allclose(consistency(base, twin), want, rtol=0, atol=1e-12, equal_nan=True)
