@@ -140,8 +140,16 @@ def run(
                                                   "instance; default: the available cores.")] = None,
     ray_address: Annotated[str | None, typer.Option(help="Join this Ray cluster instead of starting a "
                                                          "local instance.")] = None,
+    reuse: Annotated[bool, typer.Option(help="Reuse explanations cached by earlier runs under the same "
+                                             "content key (scores are always recomputed).")] = True,
 ) -> None:
     """Run methods on cases, save explanations, score them and write the run's leaderboard."""
+    if not reuse:  # an environment variable, so worker processes see it too
+        import os
+
+        from interpbench.cell_cache import REUSE_ENV
+
+        os.environ[REUSE_ENV] = "0"
     from interpbench.executors import make_executor, start_workers
 
     where = make_executor(executor, jobs, ray_address)
@@ -344,9 +352,7 @@ def perf(
     with err.status("measuring") as status:
         figures = run_perf([s.name for s in specs], quick=quick,
                            on_figure=lambda f: status.update(f"measured {f.name}"))  # fmt: skip
-    rows = [[f.name, f"{f.value:.4g}" if f.value is not None else "error",
-             f"{'>=' if f.higher_is_better else '<='} {f.target:g}", f.unit, "yes" if f.met else "NO"]
-            for f in figures]  # fmt: skip
+    rows = [f.table_row() for f in figures]
     out.print(_table("perf" + (" (quick)" if quick else ""), ["figure", "value", "target", "unit", "met"], rows))
     if out_path is not None:
         write_perf(figures, out_path, merge=names is not None)

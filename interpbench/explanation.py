@@ -70,18 +70,18 @@ class Explanation:
         """Which kinds this explanation carries."""
         return tuple(k for k in KINDS if getattr(self, k) is not None)
 
-    def save(self, folder: Path) -> None:
-        """Writes `explanation.npz` and `explanation.json` atomically."""
+    def save(self, folder: Path, *, durable: bool = True) -> None:
+        """Writes `explanation.npz` and `explanation.json` atomically (`durable`: see `storage.atomic_write_bytes`)."""
         arrays: dict[str, np.ndarray] = {}
         if self.token_relevance is not None:
             arrays["token_relevance"] = np.asarray(self.token_relevance, dtype=np.float64)
         for k, v in (self.head_patterns or {}).items():
             arrays[f"head_pattern.{k}"] = np.asarray(v, dtype=np.float64)
-        atomic_write_bytes(folder / "explanation.npz", npz_bytes(arrays))
+        atomic_write_bytes(folder / "explanation.npz", npz_bytes(arrays), durable=durable)
         meta = {"schema": SCHEMA, "program": self.program, "head_programs": self.head_programs, "source": self.source,
                 "circuit": self.circuit, "diagnostics": self.diagnostics,
                 "has_head_patterns": self.head_patterns is not None, "tie_tolerance": float(self.tie_tolerance)}  # fmt: skip
-        atomic_write_bytes(folder / "explanation.json", json.dumps(meta, indent=1).encode())
+        atomic_write_bytes(folder / "explanation.json", json.dumps(meta, indent=1).encode(), durable=durable)
 
     @classmethod
     def load(cls, folder: Path) -> Explanation:

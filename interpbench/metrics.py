@@ -11,6 +11,7 @@ aggregate is the mean over defined rows with a seeded 95% bootstrap interval ove
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -87,6 +88,18 @@ def metric(
     return register
 
 
+@functools.lru_cache(maxsize=64)
+def bootstrap_picks(seed: int, n: int, n_boot: int) -> np.ndarray:
+    """[n_boot, n] resampled input indices for `seed`: the same draws every call (kept, read-only).
+
+    Every metric of a cell resamples the same inputs under the same seed, so the draws
+    are made once and shared instead of once per metric.
+    """
+    picks = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    picks.flags.writeable = False
+    return picks
+
+
 def aggregate(rows: RowScores, *, seed: int = 0, n_boot: int = 1000) -> Score:
     """Mean over defined rows with a percentile 95% bootstrap interval over inputs.
 
@@ -101,8 +114,7 @@ def aggregate(rows: RowScores, *, seed: int = 0, n_boot: int = 1000) -> Score:
     uniq, inv = np.unique(inp, return_inverse=True)
     sums = np.bincount(inv, weights=vals, minlength=len(uniq))
     counts = np.bincount(inv, minlength=len(uniq)).astype(np.float64)
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, len(uniq), size=(n_boot, len(uniq)))
+    picks = bootstrap_picks(seed, len(uniq), n_boot)
     boot = sums[picks].sum(1) / counts[picks].sum(1)
     lo, hi = np.percentile(boot, [2.5, 97.5])
     return Score(float(vals.mean()), float(lo), float(hi), n, n_undef)

@@ -36,7 +36,8 @@ class FigureSpec:
     Attributes:
         name: Stable identifier (the key in perf.json).
         measure: `measure(quick) -> (value, details)`; `quick` asks for a tiny setting.
-        target: The value to reach.
+        target: The value to reach; None for a figure that is reported without a target
+            (e.g. a scaling table).
         unit: Unit of the value ("x" for a speed ratio, "s", "GB", "%").
         higher_is_better: Whether `value >= target` (True) or `value <= target` (False) meets it.
         description: One line saying what is measured against what.
@@ -44,7 +45,7 @@ class FigureSpec:
 
     name: str
     measure: Measure
-    target: float
+    target: float | None
     unit: str
     higher_is_better: bool
     description: str
@@ -57,28 +58,39 @@ class Figure:
     Attributes:
         name: The figure's name.
         value: The measured value; None when the measurement failed (details say why).
-        target: The value to reach.
+        target: The value to reach (None: reported without a target).
         unit: Unit of value and target.
         higher_is_better: Direction of the target.
-        met: Whether the value reaches the target (False when there is no value).
+        met: Whether the value reaches the target (False when there is no value; None when
+            there is no target).
         details: Sizes, repetitions, cases used, side timings, and `error` on failure.
     """
 
     name: str
     value: float | None
-    target: float
+    target: float | None
     unit: str
     higher_is_better: bool
-    met: bool
+    met: bool | None
     details: dict[str, Any]
 
     def to_json(self) -> dict[str, Any]:
         """The perf.json record."""
         return dataclasses.asdict(self)
 
+    def table_row(self) -> list[str]:
+        """[figure, value, target, unit, met] as printed by `interpbench perf`."""
+        value = f"{self.value:.4g}" if self.value is not None else "error"
+        if self.target is None:
+            return [self.name, value, "(reported)", self.unit, "-"]
+        target = f"{'>=' if self.higher_is_better else '<='} {self.target:g}"
+        return [self.name, value, target, self.unit, "yes" if self.met else "NO"]
 
-def meets(value: float | None, target: float, higher_is_better: bool) -> bool:
-    """Whether `value` reaches `target` in the figure's direction (None and NaN never do)."""
+
+def meets(value: float | None, target: float | None, higher_is_better: bool) -> bool | None:
+    """Whether `value` reaches `target` in the figure's direction (None and NaN never do; no target: None)."""
+    if target is None:
+        return None
     if value is None or math.isnan(value):
         return False
     return value >= target if higher_is_better else value <= target
@@ -88,7 +100,7 @@ FIGURES: Registry[FigureSpec] = Registry("perf figure")
 
 
 def figure(
-    name: str, *, target: float, unit: str, higher_is_better: bool, description: str = ""
+    name: str, *, target: float | None, unit: str, higher_is_better: bool, description: str = ""
 ) -> Callable[[Measure], Measure]:
     """Decorator registering `measure(quick) -> (value, details)` as the figure `name`.
 
@@ -100,7 +112,7 @@ def figure(
 
     def register(fn: Measure) -> Measure:
         doc = description or (fn.__doc__ or "").strip().split("\n")[0]
-        FIGURES.add(name, FigureSpec(name, fn, float(target), unit, higher_is_better, doc))
+        FIGURES.add(name, FigureSpec(name, fn, None if target is None else float(target), unit, higher_is_better, doc))
         return fn
 
     return register

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from interpbench.cell_files import cell_rows
 from interpbench.errors import BadInputError
 from interpbench.explanation import Explanation
 
@@ -59,8 +60,7 @@ def load_cell(folder: Path) -> CellView:
     if meta.get("status") != "ok":
         return CellView(folder, meta, None, pd.DataFrame())
     explanation = Explanation.load(folder)
-    rows_path = folder / "rows.parquet"
-    rows = pd.read_parquet(rows_path) if rows_path.exists() else pd.DataFrame()
+    rows = cell_rows(folder, meta)
     return CellView(folder, meta, explanation, rows)
 
 

@@ -1,8 +1,9 @@
 """Re-scoring a run directory from its saved explanations and ground truth, without running a method.
 
 Everything is read and scored first; only when every cell has been scored are the
-cells' `rows.parquet` files replaced, so a damaged run directory is reported in one
-line and left exactly as it was.
+cells' rows (in cell.json) replaced, so a damaged run directory is reported in one
+line and left exactly as it was. A run-format-1 cell (rows in `rows.parquet`) is
+rewritten in the current format.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from interpbench.compiled import CompiledCase
 from interpbench.errors import BadInputError
 from interpbench.explanation import Explanation
 from interpbench.provenance import provenance
-from interpbench.run import RUN_FORMAT, Cell, base_explanation, case_folder, collect_rows, parquet_bytes, score_explanation
-from interpbench.storage import atomic_write_bytes
+from interpbench.cell_files import cell_rows, write_meta
+from interpbench.run import RUN_FORMAT, Cell, base_explanation, case_folder, collect_rows, score_explanation
 
 
 def rescore(run_dir: Path) -> pd.DataFrame:
@@ -41,7 +42,7 @@ def rescore(run_dir: Path) -> pd.DataFrame:
     if fmt > RUN_FORMAT:
         raise BadInputError(f"{run_dir} has run format {fmt}; this interpbench reads up to {RUN_FORMAT}")
     current: tuple[tuple[str, str], CompiledCase] | None = None
-    scored: list[tuple[Path, pd.DataFrame]] = []
+    scored: list[tuple[Path, dict[str, Any], list[dict[str, Any]]]] = []
     for meta_path in sorted((run_dir / "cells").glob("*/*/*/*/cell.json")):
         meta = _read(meta_path, lambda p: json.loads(p.read_text()))
         if meta.get("status") != "ok":
@@ -53,14 +54,14 @@ def rescore(run_dir: Path) -> pd.DataFrame:
             source = case_folder(run_dir, case, cell.variant)
             current = ((cell.case, cell.variant), _read(source, lambda p, c=case: CompiledCase.load(c, p)))
         explanation = _read(folder, Explanation.load)
-        old = _read(folder / "rows.parquet", pd.read_parquet)
+        old = _read(folder / "cell.json", lambda _p, f=folder, m=meta: cell_rows(f, m))
         info: dict[str, Any] = {k: old[k].iloc[0] for k in provenance() if k in old.columns and len(old)} or provenance()
         base = _read(folder, lambda _p, c=cell: base_explanation(c, run_dir))
         rows = score_explanation(explanation, current[1], cell, get_method(cell.method), meta["params"],
                                  meta["seconds"], info, base)  # fmt: skip
-        scored.append((folder / "rows.parquet", rows))
-    for path, rows in scored:
-        atomic_write_bytes(path, parquet_bytes(rows))
+        scored.append((folder, meta, rows))
+    for folder, meta, rows in scored:
+        write_meta(folder, {k: v for k, v in meta.items() if k not in ("rows", "files")}, rows)
     return collect_rows(run_dir)
 
 

@@ -8,8 +8,9 @@ Run directory layout (all open formats, no pickles):
         explanation.npz, explanation.json     what the method returned
         cell.json                             params, seconds, status (written last):
                                               ok, failed (with error) or not_applicable
-                                              (a twin that does not apply to the case)
-        rows.parquet                          scored rows
+                                              (a twin that does not apply to the case);
+                                              the explanation files' hashes and the scored
+                                              rows (interpbench.cell_files)
     .locks/{suite}__{case}.lock               lets one process at a time compile and save a case
 
 Cells run in this process or in parallel (interpbench.executors); either way each cell
@@ -31,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from interpbench.case import Case
+from interpbench.cell_files import cell_rows, finite_or_none, read_meta, records_to_frame, verified, write_finished
 from interpbench.compiled import CompiledCase, zero_row_share
 from interpbench.errors import BadInputError
 from interpbench.explanation import Explanation
@@ -38,13 +40,13 @@ from interpbench.method import Method
 from interpbench.metrics import aggregate, applicable
 from interpbench.provenance import provenance
 from interpbench.run_models import BASE, CaseModels, case_folder  # noqa: F401 - case_folder: part of this module's API
-from interpbench.storage import atomic_write_bytes, atomic_write_json
+from interpbench.storage import atomic_write_json
 from interpbench.twins import get_twin, list_twins
 
 if TYPE_CHECKING:
     from interpbench.executors import Executor
 
-RUN_FORMAT = 1
+RUN_FORMAT = 2  # 2: rows and file hashes in cell.json (1: rows.parquet per cell)
 BEHAVIOUR_ONLY = ("behaviour-only method: this twin computes the base model's function on all token inputs, "
                   "so its explanation cannot move")  # fmt: skip
 
@@ -92,14 +94,21 @@ def plan(cases: Sequence[Case], methods: Sequence[type[Method]], variants: Seque
 def score_explanation(
     explanation: Explanation, compiled: CompiledCase, cell: Cell, method_cls: type[Method], params: dict[str, Any],
     seconds: float, info: dict[str, Any], base: Explanation | None = None,
-) -> pd.DataFrame:
-    """Long-format rows, one per applicable metric, with provenance.
+) -> list[dict[str, Any]]:
+    """Long-format rows, one per applicable metric, with provenance, as JSON records (NaN as None).
 
     Twin-level metrics (e.g. `twin_consistency`) compare the explanation of a twin with
     `base`, the same method's explanation of the base model under the same seed; they
     are scored only when that base explanation exists, and never for methods that do
-    not read the model (baselines: consistent by construction).
+    not read the model (baselines: consistent by construction). `cell_files.records_to_frame`
+    turns the records into a DataFrame.
     """
+    common = {
+        "suite": compiled.case.suite, "case": compiled.case.name, "variant": cell.variant, "method": cell.method,
+        "family": method_cls.family, "seconds": finite_or_none(seconds), "seed": cell.seed,
+        "params": json.dumps(params, sort_keys=True, default=str),
+        "zero_rows_share": finite_or_none(zero_rows_share(explanation, compiled)),
+    }  # fmt: skip
     rows = []
     for m in applicable(explanation):
         if m.level == "twin" and (base is None or not method_cls.reads_model):
@@ -107,15 +116,11 @@ def score_explanation(
         scores = m.fn(explanation, compiled, base) if m.level == "twin" else m.fn(explanation, compiled)
         s = aggregate(scores, seed=cell.seed)
         rows.append({
-            "suite": compiled.case.suite, "case": compiled.case.name, "variant": cell.variant,
-            "method": cell.method, "family": method_cls.family, "metric": m.name, "level": m.level,
-            "higher_is_better": m.higher_is_better, "value": s.value, "ci_low": s.ci_low,
-            "ci_high": s.ci_high, "n": s.n, "n_undefined": s.n_undefined, "seconds": seconds,
-            "seed": cell.seed, "params": json.dumps(params, sort_keys=True, default=str),
-            "zero_rows_share": zero_rows_share(explanation, compiled),
-            **info,
+            **common, "metric": m.name, "level": m.level, "higher_is_better": m.higher_is_better,
+            "value": finite_or_none(s.value), "ci_low": finite_or_none(s.ci_low), "ci_high": finite_or_none(s.ci_high),
+            "n": s.n, "n_undefined": s.n_undefined, **info,
         })  # fmt: skip
-    return pd.DataFrame(rows)
+    return rows
 
 
 def zero_rows_share(explanation: Explanation, compiled: CompiledCase) -> float:
@@ -124,24 +129,37 @@ def zero_rows_share(explanation: Explanation, compiled: CompiledCase) -> float:
     return float("nan") if r is None else zero_row_share(compiled, np.asarray(r))
 
 
-def run_cell(cell: Cell, compiled: CompiledCase, method_cls: type[Method], run_dir: Path, info: dict[str, Any]) -> pd.DataFrame:
-    """Explains, saves the explanation, scores it, and marks the cell done (in that order)."""
+def run_cell(
+    cell: Cell, compiled: CompiledCase, method_cls: type[Method], run_dir: Path, info: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Explains (or reuses a cached explanation with the same content key), scores, and saves the cell.
+
+    cell.json, holding the rows, is written last: a cell without it is unfinished.
+    """
+    from interpbench import cell_cache
+
     folder = cell.folder(run_dir)
     if folder.exists():
         shutil.rmtree(folder)  # unfinished leftovers of an interrupted run
     folder.mkdir(parents=True)
     instance = method_cls()
-    start = time.perf_counter()
-    explanation = instance.explain(compiled, seed=cell.seed)
-    seconds = time.perf_counter() - start
-    explanation.save(folder)
     params = instance.params()
+    key = cell_cache.cell_key(compiled, cell.variant, method_cls, params, cell.seed)
+    hit = cell_cache.lookup(cell.method, key) if cell_cache.reuse_enabled() else None
+    if hit is None:
+        start = time.perf_counter()
+        explanation = instance.explain(compiled, seed=cell.seed)
+        seconds = time.perf_counter() - start
+    else:
+        explanation, seconds = hit
     rows = score_explanation(explanation, compiled, cell, method_cls, params, seconds, info, base_explanation(cell, run_dir))
-    atomic_write_bytes(folder / "rows.parquet", parquet_bytes(rows))
-    atomic_write_json(folder / "cell.json", {
+    write_finished(folder, {
         **dataclasses.asdict(cell), "family": method_cls.family, "method_version": method_cls.version,
-        "params": params, "seconds": seconds, "status": "ok", "case_key": compiled.key,
-    })  # fmt: skip
+        "params": params, "seconds": seconds, "status": "ok", "case_key": compiled.key, "cell_key": key,
+        "reused": hit is not None,
+    }, explanation, rows)  # fmt: skip
+    if hit is None:
+        cell_cache.store(cell.method, key, folder, seconds)
     return rows
 
 
@@ -150,10 +168,8 @@ def base_explanation(cell: Cell, run_dir: Path) -> Explanation | None:
     if cell.variant == BASE:
         return None
     folder = dataclasses.replace(cell, variant=BASE).folder(run_dir)
-    try:
-        if json.loads((folder / "cell.json").read_text()).get("status") != "ok":
-            return None
-    except (OSError, json.JSONDecodeError):
+    meta = read_meta(folder)
+    if meta is None or meta.get("status") != "ok":
         return None
     return Explanation.load(folder)
 
@@ -167,13 +183,17 @@ def parquet_bytes(df: pd.DataFrame) -> bytes:
     return buf.getvalue()
 
 
-def is_done(cell: Cell, run_dir: Path) -> bool:
-    """A cell is finished once its cell.json (written last) says ok, failed or not_applicable."""
-    path = cell.folder(run_dir) / "cell.json"
-    try:
-        return json.loads(path.read_text()).get("status") in ("ok", "failed", "not_applicable")
-    except (OSError, json.JSONDecodeError):
+def is_done(cell: Cell, run_dir: Path, *, verify: bool = False) -> bool:
+    """A cell is finished once its cell.json (written last) says ok, failed or not_applicable.
+
+    `verify` also checks the explanation files against the hashes cell.json recorded
+    (resuming a run: a cell damaged by a power loss counts as unfinished).
+    """
+    folder = cell.folder(run_dir)
+    meta = read_meta(folder)
+    if meta is None or meta.get("status") not in ("ok", "failed", "not_applicable"):
         return False
+    return not verify or verified(folder, meta)
 
 
 def run_grid(
@@ -196,7 +216,7 @@ def run_grid(
 
     executor = executor or SERIAL
     cells = plan(cases, methods, variants, seeds)
-    pending = [c for c in cells if not is_done(c, run_dir)]
+    pending = [c for c in cells if not is_done(c, run_dir, verify=True)]
     if executor.kind == "local" and min(executor.jobs, len(groups_of(pending))) <= 1:
         executor = SERIAL  # nothing to spread: spare the worker start-up
     if executor.kind == "serial":
@@ -227,8 +247,12 @@ def _start(run_dir: Path, cells: Sequence[Cell]) -> dict[str, Any]:
 def run_serial(
     cells: Sequence[Cell], cases: Sequence[Case], methods: Sequence[type[Method]], run_dir: Path,
     info: dict[str, Any], on_progress: Callable[[str], None] | None = None,
-) -> None:
-    """Runs `cells` one after the other in this process (methods need not be registered)."""
+) -> CaseModels:
+    """Runs `cells` one after the other in this process (methods need not be registered).
+
+    Returns:
+        The models used, whose `build_seconds` says how long compiling and twin building took.
+    """
     import torch
 
     # The models are tiny: intra-op threads only spin; parallelism belongs to processes.
@@ -240,6 +264,7 @@ def run_serial(
         if on_progress:
             on_progress(cell_label(cell))
         run_pending_cell(cell, by_name[cell.case], method_by_name[cell.method], models, run_dir, info)
+    return models
 
 
 def cell_label(cell: Cell) -> str:
@@ -251,7 +276,7 @@ def run_pending_cell(
     cell: Cell, case: Case, method_cls: type[Method], models: CaseModels, run_dir: Path, info: dict[str, Any]
 ) -> None:
     """Runs one cell unless it is finished; records it not applicable or failed instead where so."""
-    if is_done(cell, run_dir):
+    if is_done(cell, run_dir, verify=True):
         return
     if cell.variant != BASE and method_cls.behaviour_only and get_twin(cell.variant).everywhere:
         record_status(cell, run_dir, "not_applicable", reason=BEHAVIOUR_ONLY)
@@ -277,26 +302,38 @@ def record_status(cell: Cell, run_dir: Path, status: str, **fields: str) -> None
     folder = cell.folder(run_dir)
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    atomic_write_json(folder / "cell.json", {**dataclasses.asdict(cell), "status": status, **fields})
+    atomic_write_json(folder / "cell.json", {**dataclasses.asdict(cell), "status": status, **fields}, durable=False)
+
+
+def cell_metas(run_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """(folder, cell.json) of every cell of a run with a readable cell.json, in path order."""
+    out = []
+    for path in sorted((run_dir / "cells").glob("*/*/*/*/cell.json")):
+        meta = read_meta(path.parent)
+        if meta is not None:
+            out.append((path.parent, meta))
+    return out
 
 
 def collect_failures(run_dir: Path, status: str = "failed") -> list[dict[str, Any]]:
     """Every cell of a run with `status` (default: failed, with its `error`)."""
-    out = []
-    for path in sorted((run_dir / "cells").glob("*/*/*/*/cell.json")):
-        meta = json.loads(path.read_text())
-        if meta.get("status") == status:
-            out.append(meta)
-    return out
+    return [meta for _, meta in cell_metas(run_dir) if meta.get("status") == status]
 
 
 def collect_rows(run_dir: Path) -> pd.DataFrame:
     """All scored rows of finished cells, in a stable order."""
-    frames = [pd.read_parquet(p) for p in sorted((run_dir / "cells").glob("*/*/*/*/rows.parquet"))
-              if (p.parent / "cell.json").exists()]  # fmt: skip
+    records, legacy = [], []
+    for folder, meta in cell_metas(run_dir):
+        if meta.get("status") != "ok":
+            continue
+        if "rows" in meta:
+            records += meta["rows"]
+        else:
+            legacy.append(cell_rows(folder, meta))
+    frames = [f for f in [records_to_frame(records) if records else None, *legacy] if f is not None and len(f)]
     if not frames:
         return pd.DataFrame()
-    df = pd.concat(frames, ignore_index=True)
+    df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     return df.sort_values(["suite", "case", "variant", "method", "seed", "metric"], kind="stable").reset_index(drop=True)
 
 

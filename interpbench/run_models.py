@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -44,12 +45,17 @@ class CaseModels:
     base artefacts; a twin that does not apply to the case is remembered as its reason,
     and a case or twin that fails to build is remembered as its error (raised again on
     each later request instead of being rebuilt).
+
+    Attributes:
+        build_seconds: Total seconds spent compiling (or loading) cases, building twins and
+            saving their folders, waits for other processes' locks included.
     """
 
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
         self.case: str | None = None
         self.models: dict[str, CompiledCase | str | Exception] = {}
+        self.build_seconds = 0.0
 
     def get(self, case: Case, variant: str) -> CompiledCase | str:
         """The compiled variant of `case`, or the reason the twin does not apply.
@@ -71,6 +77,7 @@ class CaseModels:
     def _build(self, case: Case, variant: str) -> None:
         from interpbench.twins import TwinNotApplicable, make_twin
 
+        start = time.perf_counter()
         try:
             with case_lock(self.run_dir, case):
                 if variant == BASE:
@@ -83,6 +90,8 @@ class CaseModels:
             self.models[variant] = str(exc)
         except Exception as exc:  # remembered: a broken case is not rebuilt for every cell
             self.models[variant] = exc
+        finally:
+            self.build_seconds += time.perf_counter() - start
 
     def _saved(self, compiled: CompiledCase, variant: str) -> CompiledCase:
         folder = case_folder(self.run_dir, compiled.case, variant)

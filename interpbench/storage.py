@@ -13,11 +13,14 @@ from typing import Any
 import numpy as np
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True) -> None:
     """Writes `data` to `path` so readers see the old file or the new one, never half.
 
     The file gets the permissions a plain `open` would give it (0666 less the umask),
     not mkstemp's owner-only 0600: leaderboards and reports are meant to be shared.
+    `durable=False` skips the fsync before the rename: still atomic for a killed
+    process, but after a power loss the file may be empty, so callers that skip it must
+    detect that on reading (run cells record their files' hashes).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -27,7 +30,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -42,9 +46,9 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write_json(path: Path, obj: Any) -> None:
-    """Atomically writes `obj` as indented JSON."""
-    atomic_write_bytes(path, json.dumps(obj, indent=1, default=_json_default).encode())
+def atomic_write_json(path: Path, obj: Any, *, durable: bool = True) -> None:
+    """Atomically writes `obj` as indented JSON (`durable` as in `atomic_write_bytes`)."""
+    atomic_write_bytes(path, json.dumps(obj, indent=1, default=_json_default).encode(), durable=durable)
 
 
 def _json_default(o: Any) -> Any:

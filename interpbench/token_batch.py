@@ -29,26 +29,79 @@ class RowBlock:
     gg: np.ndarray
 
 
+@dataclasses.dataclass(frozen=True)
+class RowLayout:
+    """Where each block of equal-width rows sits in a ground truth: the part of `row_blocks` that R does not change.
+
+    Attributes:
+        blocks: Per row width: (row order positions, input index [m, 1], output position
+            [m, 1], real input columns [m, L], G block, Gg block).
+        inputs: The input index of every defined output row, in row order.
+    """
+
+    blocks: tuple[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray], ...]
+    inputs: np.ndarray
+
+
+_LAYOUT: list[tuple[GroundTruth, RowLayout]] = []
+
+
+def row_layout(truth: GroundTruth) -> RowLayout:
+    """The row layout of `truth`; the last one is kept (every metric of a cell asks for the same truth).
+
+    Real input columns of a row are found for all rows at once: a stable argsort of
+    `~valid_in` lists a row's real positions first, in order.
+    """
+    if _LAYOUT and _LAYOUT[0][0] is truth:
+        return _LAYOUT[0][1]
+    bs, is_ = np.nonzero(truth.valid_out)
+    valid = truth.valid_in[bs]
+    widths = valid.sum(axis=1)
+    real_first = np.argsort(~valid, axis=1, kind="stable")
+    blocks = []
+    for width in np.unique(widths):
+        where = np.flatnonzero(widths == width)
+        b, i, cols = bs[where][:, None], is_[where][:, None], real_first[where, :width]
+        g, gg = truth.relevance[b, i, cols].astype(bool), truth.graded[b, i, cols]
+        g.flags.writeable = gg.flags.writeable = False  # shared by every cell scored against this truth
+        blocks.append((where, b, i, cols, g, gg))
+    layout = RowLayout(tuple(blocks), bs)
+    _LAYOUT[:] = [(truth, layout)]
+    return layout
+
+
 def row_blocks(values: np.ndarray, truth: GroundTruth) -> tuple[list[RowBlock], np.ndarray]:
     """Every defined output row (the order of `np.nonzero(truth.valid_out)`) over real input positions.
 
     Returns:
         The blocks (one per row width) and the input index of every row, in row order.
     """
-    bs, is_ = np.nonzero(truth.valid_out)
-    widths = truth.valid_in.sum(axis=1)[bs]
-    blocks = []
-    for width in np.unique(widths):
-        where = np.flatnonzero(widths == width)
-        cols = np.stack([np.flatnonzero(truth.valid_in[b]) for b in bs[where]])  # [m, L]
-        b, i = bs[where][:, None], is_[where][:, None]
-        blocks.append(RowBlock(where, values[b, i, cols], truth.relevance[b, i, cols].astype(bool),
-                               truth.graded[b, i, cols]))  # fmt: skip
-    return blocks, bs
+    layout = row_layout(truth)
+    blocks = [RowBlock(where, values[b, i, cols], g, gg) for where, b, i, cols, g, gg in layout.blocks]
+    return blocks, layout.inputs
+
+
+_SPANS: list[tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]] = []
+SPANS_KEPT = 8  # a cell's blocks: every token metric of the cell sorts the same arrays
 
 
 def _tie_spans(s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(order, st, en): descending sort order of each row and each sorted element's tie-group span."""
+    """(order, st, en): descending sort order of each row and each sorted element's tie-group span.
+
+    The last few results are kept by the identity of a read-only `s` (the scorer's blocks),
+    so the metrics of one cell sort each block once.
+    """
+    if not s.flags.writeable:
+        for kept, spans in _SPANS:
+            if kept is s:
+                return spans
+    spans = _compute_tie_spans(s)
+    if not s.flags.writeable:
+        _SPANS[:] = [(s, spans), *_SPANS[: SPANS_KEPT - 1]]
+    return spans
+
+
+def _compute_tie_spans(s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     order = np.argsort(-s, axis=1, kind="stable")
     ss = np.take_along_axis(s, order, axis=1)
     m, n = s.shape

@@ -90,10 +90,47 @@ def snap_ties(relevance: np.ndarray, valid_in: np.ndarray, rel_tol: float) -> tu
 
 @dataclasses.dataclass(frozen=True)
 class ScoredRelevance:
-    """R as the token metrics read it: ties snapped, and the absolute tolerance used per input."""
+    """R as the token metrics read it: ties snapped, and the absolute tolerance used per input.
+
+    `blocks` keeps R cut into blocks of equal-width rows, so every token metric of a cell
+    reads the same arrays (and `token_batch` can reuse their sort orders).
+    """
 
     values: np.ndarray
     atol: np.ndarray
+    _blocks: dict[tuple[int, bool], tuple[list[ScoreBlock], np.ndarray]] = dataclasses.field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    def blocks(self, truth: GroundTruth, zero_quiet: bool) -> tuple[list[ScoreBlock], np.ndarray]:
+        """R's defined output rows in blocks of equal width, and each row's input (`row_blocks` order).
+
+        `zero_quiet` zeroes values within the input's tie tolerance of 0 first (relevance mass).
+        A non-finite value is read as 0 and its row marked not finite (scored NaN).
+        """
+        memo = (id(truth), zero_quiet)
+        if memo not in self._blocks:
+            values = np.where(np.abs(self.values) <= self.atol[:, None, None], 0.0, self.values) if zero_quiet else self.values
+            raw, inputs = token_batch.row_blocks(values, truth)
+            blocks = []
+            for blk in raw:
+                finite = np.isfinite(blk.r)
+                r = np.where(finite, blk.r, 0.0)
+                r.flags.writeable = False  # read-only: token_batch may keep its sort order by identity
+                blocks.append(ScoreBlock(blk.where, r, finite.all(axis=1), blk.g, blk.gg))
+            self._blocks[memo] = (blocks, inputs)
+        return self._blocks[memo]
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoreBlock:
+    """Rows of equal width ready to score: where they go, R (non-finite read as 0), which rows are finite, G, Gg."""
+
+    where: np.ndarray
+    r: np.ndarray
+    finite: np.ndarray
+    g: np.ndarray
+    gg: np.ndarray
 
 
 _LAST: list[tuple[np.ndarray, GroundTruth, float, ScoredRelevance]] = []
@@ -264,14 +301,11 @@ def batched_rows(explanation: Explanation, compiled: CompiledCase, batch_fn: Bat
     `zero_quiet` zeroes values within the input's tie tolerance of 0 first (relevance mass).
     A row holding a non-finite value is NaN.
     """
-    rel = scored_relevance(explanation, compiled.truth)
-    values = np.where(np.abs(rel.values) <= rel.atol[:, None, None], 0.0, rel.values) if zero_quiet else rel.values
-    blocks, inputs = token_batch.row_blocks(values, compiled.truth)
+    blocks, inputs = scored_relevance(explanation, compiled.truth).blocks(compiled.truth, zero_quiet)
     out = np.full(len(inputs), np.nan)
     for blk in blocks:
-        finite = np.isfinite(blk.r)
-        got = batch_fn(np.where(finite, blk.r, 0.0), blk.gg if graded else blk.g)
-        out[blk.where] = np.where(finite.all(axis=1), got, np.nan)
+        got = batch_fn(blk.r, blk.gg if graded else blk.g)
+        out[blk.where] = np.where(blk.finite, got, np.nan)
     return RowScores(out, inputs.astype(np.int64))
 
 

@@ -13,6 +13,9 @@ REPO = Path(__file__).resolve().parent.parent
 # Set before interpbench reads it, so compiled artefacts are reused across test runs.
 if not os.environ.get("INTERPBENCH_CACHE"):
     os.environ["INTERPBENCH_CACHE"] = str(REPO / ".cache" / "test-cache")
+# Tests check what methods compute now: explanations cached by earlier runs are not reused
+# (tests/test_cell_cache.py turns reuse on where it is the subject).
+os.environ.setdefault("INTERPBENCH_REUSE", "0")
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -121,7 +121,6 @@ def test_local_resumes_an_interrupted_run(serial: tuple[Path, pd.DataFrame], tmp
     # interrupted: a base cell explained but not marked done, a twin cell never started
     base = cells / "tracr_lib__hist" / "base" / "saliency" / "seed0"
     (base / "cell.json").unlink()
-    (base / "rows.parquet").unlink()
     shutil.rmtree(cells / "tracr_lib__reverse" / "rotated" / "attention_last_layer" / "seed0")
     kept = {p: p.stat().st_mtime_ns for p in cells.glob("*/*/*/*/cell.json")}
     rows = _grid(run_dir, "local")

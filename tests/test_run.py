@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -61,7 +63,10 @@ def test_rows_carry_counts_and_provenance(baseline_run: tuple[Path, pd.DataFrame
 def test_cells_are_saved_in_open_formats(baseline_run: tuple[Path, pd.DataFrame]) -> None:
     run_dir = baseline_run[0]
     cell = run_dir / "cells" / "tracr_lib__reverse" / "base" / "oracle" / "seed0"
-    assert {p.name for p in cell.iterdir()} >= {"explanation.npz", "explanation.json", "cell.json", "rows.parquet"}
+    assert {p.name for p in cell.iterdir()} == {"explanation.npz", "explanation.json", "cell.json"}
+    meta = json.loads((cell / "cell.json").read_text())
+    assert meta["status"] == "ok" and {r["metric"] for r in meta["rows"]} >= {"auroc", "spearman"}
+    assert meta["files"]["explanation.npz"] == hashlib.sha256((cell / "explanation.npz").read_bytes()).hexdigest()
     with np.load(cell / "explanation.npz", allow_pickle=False) as z:
         assert z["token_relevance"].ndim == 3
     assert (run_dir / "cases" / "tracr_lib__reverse" / "truth.npz").exists()
@@ -114,7 +119,7 @@ def test_rescore_of_a_damaged_run_says_where_and_changes_nothing(
 
     run_dir = tmp_path / "run"
     shutil.copytree(baseline_run[0], run_dir)
-    before = {p: p.read_bytes() for p in sorted((run_dir / "cells").rglob("rows.parquet"))}
+    before = {p: p.read_bytes() for p in sorted((run_dir / "cells").rglob("cell.json"))}
     last = sorted((run_dir / "cells").rglob("explanation.npz"))[-1]  # damage the last cell: every other is scored first
     victim = last if damage == "explanation.npz" else run_dir / "cases" / "tracr_lib__shift_by" / "manifest.json"
     victim.write_bytes(b"not what it was")
