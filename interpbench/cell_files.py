@@ -76,7 +76,7 @@ def write_finished(folder: Path, meta: dict[str, Any], explanation: Explanation,
 def write_meta(folder: Path, meta: dict[str, Any], rows: list[dict[str, Any]]) -> None:
     """(Re)writes cell.json for the explanation already in `folder`, with `rows` (JSON records) and the files' hashes."""
     files = {name: file_sha256(folder / name) for name in EXPLANATION_FILES}
-    atomic_write_json(folder / "cell.json", {**meta, "files": files, "rows": rows}, durable=False)
+    atomic_write_json(folder / "cell.json", {**meta, "files": files, "rows": rows}, durable=False, indent=None)
     (folder / LEGACY_ROWS).unlink(missing_ok=True)
 
 

@@ -119,14 +119,20 @@ class CompiledCase:
             return np.zeros(self.outputs.shape, dtype=np.int64)
         return np.nan_to_num(self.outputs, nan=0.0).astype(np.int64)
 
-    def save(self, folder: Path) -> None:
-        """Writes the artefact folder; `manifest.json` (file hashes) is written last."""
-        self.weights.save(folder)
+    def save(self, folder: Path, *, durable: bool = True) -> None:
+        """Writes the artefact folder; `manifest.json` (file hashes) is written last.
+
+        `durable=False` skips the fsync of each file (see `storage.atomic_write_bytes`):
+        `load` checks every file against the manifest, so a file a power cut emptied is
+        found, not read.
+        """
+        self.weights.save(folder, durable=durable)
         atomic_write_bytes(
             folder / "data.npz",
             npz_bytes({"tokens": self.tokens, "lengths": self.lengths, "outputs": self.outputs}),
+            durable=durable,
         )
-        atomic_write_bytes(folder / "truth.npz", npz_bytes(self.truth.arrays()))
+        atomic_write_bytes(folder / "truth.npz", npz_bytes(self.truth.arrays()), durable=durable)
         meta = {
             "format_version": FORMAT_VERSION,
             "case": self.case.full_name,
@@ -134,10 +140,10 @@ class CompiledCase:
             "info": self.info,
             "truth": self.truth.meta(),
         }
-        atomic_write_bytes(folder / "case.json", json.dumps(meta, indent=1).encode())
+        atomic_write_bytes(folder / "case.json", json.dumps(meta, indent=1).encode(), durable=durable)
         files = ["weights.npz", "model.json", "data.npz", "truth.npz", "case.json"]
         manifest = {f: hashlib.sha256((folder / f).read_bytes()).hexdigest() for f in files}
-        atomic_write_bytes(folder / "manifest.json", json.dumps(manifest, indent=1).encode())
+        atomic_write_bytes(folder / "manifest.json", json.dumps(manifest, indent=1).encode(), durable=durable)
 
     @classmethod
     def load(cls, case: Case, folder: Path) -> CompiledCase:

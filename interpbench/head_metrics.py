@@ -164,22 +164,23 @@ def jsd(explanation: Explanation, compiled: CompiledCase) -> RowScores:
     return pattern_rows(explanation, compiled, jsd_rows)
 
 
-def replaced_outputs_correct(compiled: CompiledCase, head: str, pattern: np.ndarray) -> np.ndarray:
-    """Runs the model with `head`'s attention replaced by `pattern`; correctness per output row.
+def replaced_outputs_correct(compiled: CompiledCase, replacements: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Runs the model with one head's attention replaced by a predicted pattern, for each head given.
 
-    One batched forward over all evaluation inputs. Query rows in `truth.pattern_rows`
-    (the real positions) take the predicted row on the real key columns and 0 on PAD;
-    the BOS and PAD query rows keep the model's own attention (they are never scored,
-    and BOS's residual is read by later heads as the fallback value). Rows need not sum to 1.
+    One batched forward for all heads: the evaluation inputs are repeated once per head,
+    and copy k has only its own head replaced, so each copy is the forward with that one
+    replacement. Query rows in `truth.pattern_rows` (the real positions) take the
+    predicted row on the real key columns and 0 on PAD; the BOS and PAD query rows keep
+    the model's own attention (they are never scored, and BOS's residual is read by later
+    heads as the fallback value). Rows need not sum to 1.
 
     Args:
         compiled: The compiled case.
-        head: A truth head, `L{layer}H{head}`.
-        pattern: [n, T, T] predicted attention of that head.
+        replacements: Truth head (`L{layer}H{head}`) -> its predicted attention [n, T, T].
 
     Returns:
-        [n_rows] float 1.0/0.0 over `compiled.output_mask()` rows in `np.nonzero` order:
-        whether the decoded output equals `compiled.outputs` (numerical within
+        Per head, [n_rows] float 1.0/0.0 over `compiled.output_mask()` rows in `np.nonzero`
+        order: whether the decoded output equals `compiled.outputs` (numerical within
         NUMERIC_OUTPUT_ATOL); NaN for every row of an input whose replaced rows hold a
         non-finite value.
     """
@@ -187,38 +188,53 @@ def replaced_outputs_correct(compiled: CompiledCase, head: str, pattern: np.ndar
 
     from interpbench.compiled import NUMERIC_OUTPUT_ATOL
 
-    comp = compiled.truth.component(head)
+    if not replacements:
+        return {}
     rows = compiled.truth.pattern_rows
-    t = rows.shape[1]
+    n, t = rows.shape
     keys = np.arange(t)[None, :] <= np.asarray(compiled.lengths)[:, None]
     live = rows[:, :, None] & keys[:, None, :]
-    finite = np.where(live, np.isfinite(pattern), True).all(axis=(1, 2))
-    new = torch.from_numpy(np.where(live, np.nan_to_num(pattern), 0.0))
     replace = torch.from_numpy(rows)[:, :, None]
+    by_layer: dict[int, list[tuple[slice, int, torch.Tensor]]] = {}
+    finite = {}
+    for k, (head, pattern) in enumerate(replacements.items()):
+        comp = compiled.truth.component(head)
+        finite[head] = np.where(live, np.isfinite(pattern), True).all(axis=(1, 2))
+        new = torch.from_numpy(np.where(live, np.nan_to_num(pattern), 0.0))
+        by_layer.setdefault(comp.layer, []).append((slice(k * n, (k + 1) * n), comp.head, new))
 
-    def swap(out: torch.Tensor) -> torch.Tensor:
-        out = out.clone()
-        out[:, comp.head] = torch.where(replace, new.to(out.dtype), out[:, comp.head])
-        return out
+    def swap(todo: list[tuple[slice, int, torch.Tensor]]) -> Callable[[torch.Tensor], torch.Tensor]:
+        def fn(out: torch.Tensor) -> torch.Tensor:
+            out = out.clone()
+            for part, h, new in todo:
+                out[part, h] = torch.where(replace, new.to(out.dtype), out[part, h])
+            return out
 
-    with torch.no_grad(), compiled.model.hooks({f"blocks.{comp.layer}.attn.hook_pattern": swap}):
-        logits = compiled.model(torch.from_numpy(np.asarray(compiled.tokens, dtype=np.int64)))
-    decoded = compiled.decode(logits.numpy())
+        return fn
+
+    tokens = torch.from_numpy(np.tile(np.asarray(compiled.tokens, dtype=np.int64), (len(replacements), 1)))
+    hooks = {f"blocks.{layer}.attn.hook_pattern": swap(todo) for layer, todo in by_layer.items()}
+    with torch.no_grad(), compiled.model.hooks(hooks):
+        decoded = compiled.decode(compiled.model(tokens).numpy())
     mask = compiled.output_mask()
-    got, want = decoded[mask], compiled.outputs[mask]
+    want = compiled.outputs[mask]
     tol = 0.0 if compiled.weights.categorical else NUMERIC_OUTPUT_ATOL
-    correct = (np.abs(got - want) <= tol).astype(np.float64)
-    return np.where(finite[np.nonzero(mask)[0]], correct, np.nan)
+    out = {}
+    for k, head in enumerate(replacements):
+        correct = (np.abs(decoded[k * n : (k + 1) * n][mask] - want) <= tol).astype(np.float64)
+        out[head] = np.where(finite[head][np.nonzero(mask)[0]], correct, np.nan)
+    return out
 
 
 @metric("replacement_accuracy", level="head", kind="head_patterns", higher_is_better=True, low=0.0, high=1.0)
 def replacement_accuracy(explanation: Explanation, compiled: CompiledCase) -> RowScores:
     """Share of outputs still correct when one true head's attention is replaced by its predicted pattern."""
     bs = np.nonzero(compiled.output_mask())[0]
+    predicted = {head: _predicted(explanation, compiled, head) for head in compiled.truth.patterns}
+    correct = replaced_outputs_correct(compiled, {h: p for h, p in predicted.items() if p is not None})
     values, inputs = [], []
     for head in compiled.truth.patterns:
-        pred = _predicted(explanation, compiled, head)
-        values.append(np.full(bs.size, np.nan) if pred is None else replaced_outputs_correct(compiled, head, pred))
+        values.append(correct.get(head, np.full(bs.size, np.nan)))
         inputs.append(bs)
     if not values:
         return RowScores(np.zeros(0), np.zeros(0, dtype=np.int64))

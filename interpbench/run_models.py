@@ -96,5 +96,5 @@ class CaseModels:
     def _saved(self, compiled: CompiledCase, variant: str) -> CompiledCase:
         folder = case_folder(self.run_dir, compiled.case, variant)
         if not (folder / "manifest.json").exists():
-            compiled.save(folder)
+            compiled.save(folder, durable=False)  # hash-checked on load (CompiledCase.load)
         return compiled

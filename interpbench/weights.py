@@ -110,11 +110,11 @@ class ModelWeights:
                 out[f"blocks.{i}.{k}"] = layer[k]
         return out
 
-    def save(self, folder: Path) -> None:
-        """Writes `weights.npz` and `model.json` into `folder`, each atomically."""
+    def save(self, folder: Path, *, durable: bool = True) -> None:
+        """Writes `weights.npz` and `model.json` into `folder`, each atomically (`durable`: fsync each)."""
         folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(folder / "weights.npz", npz_bytes(self.arrays()))
-        atomic_write_bytes(folder / "model.json", json.dumps(self.meta(), indent=1).encode())
+        atomic_write_bytes(folder / "weights.npz", npz_bytes(self.arrays()), durable=durable)
+        atomic_write_bytes(folder / "model.json", json.dumps(self.meta(), indent=1).encode(), durable=durable)
 
     @classmethod
     def load(cls, folder: Path) -> ModelWeights:

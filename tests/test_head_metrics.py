@@ -190,3 +190,21 @@ def test_bad_shapes_and_missing_patterns_raise(compiled: Callable[[str], object]
         get_metric("soft_iou").fn(Explanation(head_patterns={head: np.zeros((2, 3, 3))}), case)
     with pytest.raises(ValueError, match="head_patterns"):
         get_metric("replacement_accuracy").fn(Explanation(program={}), case)
+
+
+def test_one_forward_for_all_heads_equals_one_forward_per_head(compiled) -> None:  # noqa: ANN001
+    from interpbench.head_metrics import replaced_outputs_correct
+
+    case = compiled("tracr_lib/reverse")
+    heads = list(case.truth.patterns)
+    assert len({case.truth.component(h).layer for h in heads}) >= 2  # heads in different layers
+    n, t = case.tokens.shape
+    keys = (np.arange(t)[None, :] <= case.lengths[:, None]).astype(np.float64)
+    uniform = np.broadcast_to(keys[:, None, :] / keys.sum(1)[:, None, None], (n, t, t)).copy()
+    wrong = {heads[0]: case.truth.patterns[heads[0]], heads[1]: uniform}  # the reversing head wrong, the other right
+    together = replaced_outputs_correct(case, wrong)
+    for head, pattern in wrong.items():
+        alone = replaced_outputs_correct(case, {head: pattern})[head]
+        np.testing.assert_array_equal(together[head], alone)
+    assert np.all(together[heads[0]] == 1.0) and together[heads[1]].mean() < 1.0
+    assert replaced_outputs_correct(case, {}) == {}

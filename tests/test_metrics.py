@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from interpbench.explanation import Explanation
-from interpbench.metrics import METRICS, RowScores, aggregate, applicable, get_metric, list_metrics
+from interpbench.metrics import METRICS, RowScores, aggregate, applicable, get_metric, list_metrics, percentiles
 
 
 def test_aggregate_pools_rows_and_bootstraps_over_inputs() -> None:
@@ -26,6 +26,28 @@ def test_aggregate_interval_resamples_whole_inputs() -> None:
     s = aggregate(rows, seed=0, n_boot=2000)
     assert s.value == pytest.approx(0.9)
     assert (s.ci_low, s.ci_high) == (0.0, 1.0)
+
+
+def test_aggregate_interval_equals_the_resample_by_resample_definition() -> None:
+    rng = np.random.default_rng(7)
+    inputs = np.sort(rng.integers(0, 9, 60))
+    values = rng.random(60)
+    values[[3, 17]] = np.nan
+    s = aggregate(RowScores(values, inputs), seed=5, n_boot=400)
+    keep = ~np.isnan(values)
+    uniq = np.unique(inputs[keep])
+    picks = np.random.default_rng(5).integers(0, len(uniq), size=(400, len(uniq)))  # the documented draws
+    boot = [np.concatenate([values[keep][inputs[keep] == uniq[j]] for j in row]).mean() for row in picks]
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    assert s.ci_low == pytest.approx(lo, abs=1e-12) and s.ci_high == pytest.approx(hi, abs=1e-12)
+    assert s.value == pytest.approx(values[keep].mean(), abs=1e-15) and (s.n, s.n_undefined) == (58, 2)
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 1000])
+def test_percentiles_follow_numpys_linear_rule(n: int) -> None:
+    x = np.random.default_rng(n).normal(size=n)
+    qs = (0.0, 2.5, 50.0, 97.5, 100.0)
+    np.testing.assert_allclose(percentiles(x, qs), np.percentile(x, qs), rtol=0, atol=1e-12)
 
 
 def test_aggregate_all_undefined_is_nan() -> None:
