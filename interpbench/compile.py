@@ -283,17 +283,29 @@ def _edges(stages: TracrStages, comps: Sequence[Component]) -> list[Edge]:
     return sorted(edges.values(), key=lambda e: (e.src, e.dst))
 
 
-def tracr_residuals(
-    stages: TracrStages, token_ids: np.ndarray, length: int
-) -> list[np.ndarray]:
-    """tracr's own forward on same-length inputs: [embeddings, resid after each half-layer]."""
+def tracr_residuals(stages: TracrStages, token_ids: np.ndarray, pad_id: int) -> list[np.ndarray]:
+    """tracr's own forward on a padded batch: [embeddings, resid after each half-layer], each [n, T, d].
+
+    tracr's model masks PAD keys when given its `pad_token` (the assembled `forward` is
+    built without one), so inputs of every length run in one call, jitted once per case:
+    one XLA compile instead of one per input length. At real positions the result equals
+    the unpadded forward (a masked key's weight is exactly 0).
+    """
+    import haiku as hk
+
     a = stages.assembled
-    if stages.jit_forward is None:  # jitted once per case: one XLA compile per length, not per op
-        stages.jit_forward = jax.jit(a.forward)
+    if stages.jit_forward is None:
+
+        def forward(tokens: Any) -> Any:
+            model = a.get_compiled_model()
+            model.pad_token = pad_id
+            model.use_unembed_argmax = False
+            return model(tokens, use_dropout=False).transformer_output
+
+        stages.jit_forward = jax.jit(hk.without_apply_rng(hk.transform(forward)).apply)
     params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype=jnp.float64), a.params)
-    out = stages.jit_forward(params, jnp.asarray(token_ids[:, : length + 1]))
-    t = out.transformer_output
-    return [np.asarray(t.input_embeddings)] + [np.asarray(r) for r in t.residuals]
+    out = stages.jit_forward(params, jnp.asarray(token_ids))
+    return [np.asarray(out.input_embeddings)] + [np.asarray(r) for r in out.residuals]
 
 
 def tracr_version() -> str:

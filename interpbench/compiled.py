@@ -297,18 +297,16 @@ def verify(compiled: CompiledCase, stages: Any) -> dict[str, Any]:
     for l in range(compiled.weights.n_layers):
         ours += [cache[f"blocks.{l}.hook_resid_mid"], cache[f"blocks.{l}.hook_resid_post"]]
     worst = 0.0
-    for length in sorted(set(compiled.lengths.tolist())):
-        rows = np.flatnonzero(compiled.lengths == length)
-        theirs = stage.tracr_residuals(stages, compiled.tokens[rows], length)
-        for mine, ref in zip(ours, theirs):
-            diff = np.abs(mine.numpy()[rows, : length + 1] - ref).max(axis=(1, 2))
-            worst = max(worst, float(np.nan_to_num(diff.max(), nan=np.inf)))
-            if not diff.max() <= RESIDUAL_ATOL:  # NaN fails
-                bad = rows[int(diff.argmax())]
-                raise VerificationError(
-                    f"{name}: residual stream differs from tracr's by {diff.max():.2e} "
-                    f"on input {compiled.inputs[bad]}"
-                )
+    real = np.arange(compiled.tokens.shape[1])[None, :] <= compiled.lengths[:, None]  # BOS and the tokens
+    theirs = stage.tracr_residuals(stages, compiled.tokens, compiled.weights.pad_id)
+    for mine, ref in zip(ours, theirs):
+        diff = np.where(real[:, :, None], np.abs(mine.numpy() - ref), 0.0).max(axis=(1, 2))
+        worst = max(worst, float(np.nan_to_num(diff.max(), nan=np.inf)))
+        if not diff.max() <= RESIDUAL_ATOL:  # NaN fails
+            bad = int(diff.argmax())
+            raise VerificationError(
+                f"{name}: residual stream differs from tracr's by {diff.max():.2e} on input {compiled.inputs[bad]}"
+            )
     worst_pattern = 0.0
     for comp_name, pattern in truth.patterns.items():
         c = truth.component(comp_name)

@@ -80,9 +80,7 @@ class EmbeddingAttribution(Method):
             )
             parts.append(attr.detach().numpy())
             deltas.append(delta.detach().numpy())
-        delta_abs = np.abs(np.concatenate(deltas))
-        diagnostics = {"delta_abs_mean": float(delta_abs.mean()), "delta_abs_max": float(delta_abs.max())}
-        return np.concatenate(parts), diagnostics
+        return np.concatenate(parts), delta_summary(np.concatenate(deltas))
 
     def explain(self, case: CompiledCase, *, seed: int = 0) -> Explanation:
         """Attributes every real output position of every evaluation input.
@@ -105,6 +103,12 @@ class EmbeddingAttribution(Method):
         relevance = scatter_rows(case, scores, rows.index)
         diagnostics = {"n_rows": len(rows), "zero_row_share": zero_row_share(case, relevance), **extra}
         return Explanation(token_relevance=relevance, diagnostics=diagnostics)
+
+
+def delta_summary(delta: np.ndarray) -> dict[str, float]:
+    """`delta_abs_mean` and `delta_abs_max` of convergence deltas (one per row or per sample)."""
+    delta_abs = np.abs(delta)
+    return {"delta_abs_mean": float(delta_abs.mean()), "delta_abs_max": float(delta_abs.max())}
 
 
 @contextlib.contextmanager

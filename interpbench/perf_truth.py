@@ -1,10 +1,13 @@
 """Ground-truth figure: `compute_ground_truth` vs a naive loop of plain RASP evaluations, one per substitution.
 
 Token-level truth is defined by enumeration (every in-domain single-token substitution
-of every input), so both sides evaluate the same substitutions; the naive side uses
-tracr's stock evaluator (`rasp.evaluate`, which re-evaluates shared sub-graphs) once per
-substituted input and once per selector, where ours shares one memo per input. The
-target is >= 1x: the production path must never cost more than the plain definition
+of every input), so both sides evaluate the same substitutions. The naive side is what
+a plain user writes: tracr's stock evaluator (`rasp.evaluate`) once per substituted
+input and once per head selector. Ours evaluates each distinct sequence once, all
+sequences of one length in one batch (`interpbench.rasp_batch`: a function or predicate
+is called once per distinct value, selectors are numpy arrays), and derives relevance and
+head patterns from that one pass. Both give equal arrays (checked before timing). The
+target is 2x: the production path must be clearly cheaper than the plain definition
 (masks, padding, the domain filter and the pattern bookkeeping included); the truth is
 then cached with the compiled case, so it is paid once per content key.
 """
@@ -114,7 +117,7 @@ def max_difference(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
     return max(float(np.abs(a[k].astype(float) - b[k].astype(float)).max(initial=0.0)) for k in a)
 
 
-@figure("ground_truth_vs_naive_rasp", target=1.0, unit="x", higher_is_better=True)
+@figure("ground_truth_vs_naive_rasp", target=2.0, unit="x", higher_is_better=True)
 def ground_truth_vs_naive_rasp(quick: bool) -> tuple[float, dict[str, Any]]:
     """Ground truth (all levels) on the evaluation inputs: `compute_ground_truth` vs plain RASP per substitution.
 
@@ -126,6 +129,7 @@ def ground_truth_vs_naive_rasp(quick: bool) -> tuple[float, dict[str, Any]]:
     from interpbench.case import get_case
     from interpbench.compiled import compile_case
     from interpbench.errors import VerificationError
+    from interpbench.ground_truth import Substitutions
     from interpbench.program import relabel
 
     names, n, repeats = (QUICK_CASES, QUICK_INPUTS, 1) if quick else (FORWARD_CASES, None, 3)
@@ -146,11 +150,15 @@ def ground_truth_vs_naive_rasp(quick: bool) -> tuple[float, dict[str, Any]]:
         cached_run = time_pair(lambda: naive_ground_truth(case, program, inputs, truth.components, by_sequence=True),
                                lambda: naive_ground_truth(case, program, inputs, truth.components),
                                repeats=repeats)  # fmt: skip
-        per_case[name] = {**timing, "ratio_if_sequence_cached": cached_run["ratio"], "n_inputs": len(inputs), "alphabet": len(case.domain.tokens(case.vocab)),
+        subs = Substitutions.enumerate(case, inputs)
+        per_case[name] = {**timing, "ratio_if_sequence_cached": cached_run["ratio"], "n_inputs": len(inputs),
+                          "alphabet": len(case.domain.tokens(case.vocab)), "n_substitutions": len(subs.rows),
+                          "distinct_sequences": len(subs.sequences),
                           "max_seq_len": case.max_seq_len, "n_heads_with_truth": len(truth.patterns),
                           "max_abs_diff": diff, "equals_cached_truth": max_difference(fast, cached) == 0.0}  # fmt: skip
     value = min(c["ratio"] for c in per_case.values())
     return value, {"cases": per_case, "aggregate": "min over cases",
                    "target_reason": "truth is exhaustive enumeration, so both sides evaluate the same "
-                                    "substitutions; ours must not cost more than the plain loop",
-                   "warmup": "one untimed call of the fast side; the slow side's untimed pass is the equality check"}  # fmt: skip
+                                    "substitutions; batching them must make ours clearly cheaper than the plain loop",
+                   "warmup": "one untimed call of the fast side; "
+                             "the slow side's untimed pass is the equality check"}  # fmt: skip

@@ -8,6 +8,7 @@ as the program; a match is re-checked with tracr's own evaluator before it count
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -57,24 +58,59 @@ class Bank:
 
     def add_sop(self, expr: Expr, size: int, vals: np.ndarray, defined: np.ndarray, kind: str,
                 numerical: bool = False) -> Sop | None:  # fmt: skip
-        """Counts a candidate SOp; keeps it if its values are new, and tries it as the program."""
-        self.tick()
+        """Counts a candidate SOp; keeps it if its values are new, and tries it as the program (`add_sops` of one)."""
+        before = len(self.seen)
+        self.add_sops(lambda _m: expr, size, np.asarray(vals)[None], defined, [kind], numerical)
+        return self.sops[size][-1] if len(self.seen) > before else None
+
+    def add_sops(self, make: Callable[[int], Expr], size: int, vals: np.ndarray, defined: np.ndarray,
+                 kinds: Sequence[str], numerical: bool | Sequence[bool] = False,
+                 skip: np.ndarray | None = None) -> None:  # fmt: skip
+        """`add_sop` of candidates m = 0, 1, ... in order: expression `make(m)`, values vals[m], kind kinds[m].
+
+        Same counts, banks, best partial and programs tried as one `add_sop` per candidate
+        (a candidate with skip[m] is only counted, as a categorical aggregate tracr cannot
+        evaluate). The comparison with the target runs once for the run; an expression is
+        built only for a candidate with new values.
+
+        Args:
+            make: m -> the expression of candidate m.
+            size: Their size.
+            vals: [M, n, T] values.
+            defined: Where they are defined: [n, T] for all, or [M, n, T].
+            kinds: [M] "tok" or "num".
+            numerical: Whether they are numerical SOps: for all, or [M].
+            skip: [M] candidates only counted, or None.
+        """
         d = self.data
-        vals = np.where(defined, vals, 0.0) + 0.0
-        key = self.sop_key(vals, defined, kind, numerical)
-        if key in self.seen:
-            return None
-        self.seen[key] = sop = Sop(expr, size, vals, defined, kind, numerical)
-        self.sops.setdefault(size, []).append(sop)
-        agree = d.agree(vals, kind) & defined
-        n, train = d.n_train, d.valid[: d.n_train]
-        hit = np.where(defined, agree, d.t_none)[:n][train]
-        score = float(hit.sum()) / self.n_train_positions
-        if score > self.best[0]:
-            self.best = (score, expr)
-        if hit.all() and d.accept(agree, defined):
-            self.try_program(expr if numerical or not self.task.numerical else numerical_output(expr))
-        return sop
+        clean = np.where(defined, vals, 0.0) + 0.0
+        agree = np.zeros(clean.shape, dtype=bool)
+        kind_of = np.asarray(kinds)
+        for kind in dict.fromkeys(kinds):
+            rows = kind_of == kind
+            agree[rows] = d.agree(clean[rows], kind)
+        agree &= defined
+        hit = np.where(defined, agree, d.t_none)[:, : d.n_train][:, d.valid[: d.n_train]]  # [M, training positions]
+        counts, full = hit.sum(1), hit.all(1)
+        flags = [bool(numerical)] * len(clean) if isinstance(numerical, bool) else [bool(f) for f in numerical]
+        shared = defined.ndim == 2
+        for m in range(len(clean)):
+            self.tick()
+            if skip is not None and skip[m]:
+                continue
+            where = defined if shared else defined[m]
+            key = self.sop_key(clean[m], where, kinds[m], flags[m])
+            if key in self.seen:
+                continue
+            expr = make(m)
+            sop = Sop(expr, size, clean[m].copy(), where if shared else where.copy(), kinds[m], flags[m])
+            self.seen[key] = sop
+            self.sops.setdefault(size, []).append(sop)
+            score = float(counts[m]) / self.n_train_positions
+            if score > self.best[0]:
+                self.best = (score, expr)
+            if full[m] and d.accept(agree[m], where):
+                self.try_program(expr if flags[m] or not self.task.numerical else numerical_output(expr))
 
     def sop_key(self, vals: np.ndarray, defined: np.ndarray, kind: str, numerical: bool) -> bytes:
         """Observational-equivalence key: the values on every input (training and validation)."""

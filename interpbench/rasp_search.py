@@ -19,9 +19,13 @@ A program is a new SOp equal to the target, or a Map (of one SOp) or SequenceMap
 fitted to it (`interpbench.rasp_fit`). A candidate must be None (an aggregate selecting
 nothing) exactly where the model emits no value and equal to the model's output
 everywhere else. A match is re-checked with tracr's own evaluator before it is returned.
+Widths, aggregates and selectors are computed a run at a time (`interpbench.search_batch`),
+with the counts, banks and programs of offering each candidate alone.
 """
 
 from __future__ import annotations
+
+from functools import partial
 
 import numpy as np
 
@@ -40,7 +44,8 @@ from interpbench.rasp_fit import (
     pair_fits,
 )
 from interpbench.rasp_hints import FLIP, HINT_OPS, ORDER_PREDS, feature_values, hint_selector
-from interpbench.rasp_values import UFUNC, Data, Sel, Sop, aggregate_values, select_matrix
+from interpbench.rasp_values import UFUNC, Data, Sel, Sop
+from interpbench.search_batch import aggregate_runs, select_candidates, selector_widths
 from interpbench.synthesis import ProgramTask, SearchResult
 
 __all__ = [  # the search, and the names of its parts re-exported
@@ -54,6 +59,8 @@ OFFSET_PREDS = ("EQ", "LEQ", "GEQ")  # other offsets are equivalent on integers
 PREDS = ("EQ", "NEQ", "LT", "LEQ", "GT", "GEQ")
 SUM_MAX_SIZE = 6  # growth sums x + y, x - y are built up to this size
 MEAN_VALUES = (-1.0, 0.0, 1.0)  # element-wise SOps with values in this set get numerical means
+WIDTH_BATCH = 1024  # selectors whose widths are computed per batch
+AGGREGATE_BATCH = 1 << 21  # aggregate values (candidates x n x T) computed per batch
 
 
 class Search(Bank):
@@ -92,8 +99,11 @@ class Search(Bank):
             self.add_sop(INDICES, 1, np.broadcast_to(np.arange(d.T, dtype=float), d.valid.shape), d.valid, "num")
             self.seed_hints()
             return
-        for sel in list(self.sels.get(s - 1, [])):
-            self.add_sop(Expr("selector_width", (sel.expr,)), s, sel.matrix().sum(-1).astype(float), d.valid, "num")
+        sels = list(self.sels.get(s - 1, []))
+        for start in range(0, len(sels), WIDTH_BATCH):
+            part = sels[start : start + WIDTH_BATCH]
+            self.add_sops(lambda m, part=part: Expr("selector_width", (part[m].expr,)), s, selector_widths(part),
+                          d.valid, ["num"] * len(part))  # fmt: skip
         self.aggregates(s)
         if s == 2:
             self.add_sop(Expr("map", (INDICES,), linear([0])), 2, np.zeros(d.valid.shape), d.valid, "num")
@@ -111,22 +121,14 @@ class Search(Bank):
                 b = s - off_size - a
                 if b < 1:
                     continue
-                queries = self.of_size(b, "select")
-                for k in self.of_size(a, "select"):
-                    qs = [q for q in queries if q.kind == k.kind]
-                    if not qs:
+                queries, keys = self.of_size(b, "select"), self.of_size(a, "select")
+                ops = partial(_select_ops, offsets, d.ordered)
+                for k, q, op, off, key, packed in select_candidates(keys, queries, offsets, ops, d):
+                    if key in self.seen_sel:  # an equivalent selector is banked: only counted
+                        self.tick()
                         continue
-                    if offsets != (0,):
-                        ops = OFFSET_PREDS if k.kind == "num" else ()
-                    else:
-                        ops = PREDS if (k.kind == "num" or d.ordered) else ("EQ", "NEQ")
-                    qv = np.stack([q.vals for q in qs])
-                    for op in ops:
-                        for off in offsets:
-                            mats = select_matrix(k.vals, qv, op, off, d.pair_valid)
-                            for q, packed in zip(qs, np.packbits(mats, axis=-1)):
-                                pred = {"op": op, "offset": off}
-                                self.add_sel(Expr("select", (k.expr, q.expr), pred=pred), s, None, packed)
+                    pred = {"op": op, "offset": off}
+                    self.add_sel(Expr("select", (k.expr, q.expr), pred=pred), s, None, packed.copy())
         if s == 3:
             true = {"op": "TRUE", "offset": 0}
             self.add_sel(Expr("select", (TOKENS, TOKENS), pred=true), s, d.pair_valid.copy())
@@ -138,20 +140,33 @@ class Search(Bank):
             sops = self.of_size(s - 1 - a, "aggregate")
             if not sops:
                 continue
-            vals = np.stack([x.vals for x in sops])[..., None]  # [M, n, T, 1]
+            vals = np.stack([x.vals for x in sops])  # [M, n, T]
             is_tok = np.array([x.kind == "tok" for x in sops])
             binary = np.array([x.kind == "num" and x.expr.op in ("map", "sequence_map")
                                and bool(np.isin(x.vals[d.valid], MEAN_VALUES).all()) for x in sops])  # fmt: skip
-            for sel in self.sels.get(a, []):
-                out, defined, bad = aggregate_values(sel.matrix().astype(float), vals, is_tok, d.valid)
-                for x, v, wrong in zip(sops, out, bad):
-                    if wrong:
-                        self.tick()
-                        continue
-                    self.add_sop(Expr("aggregate", (sel.expr, x.expr)), s, v, defined, x.kind)
-                for x, v in zip(np.array(sops, dtype=object)[binary], out[binary]):
-                    e = Expr("aggregate", (sel.expr, self.as_numerical(x.expr)), numerical=True, default=0)
-                    self.add_sop(e, s, v, d.valid, "num", numerical=True)
+            sels = self.sels.get(a, [])
+            twins = [self.as_numerical(x.expr) for x, m in zip(sops, binary) if m] if sels else []
+            kinds = [x.kind for x in sops] + ["num"] * len(twins)
+            flags = [False] * len(sops) + [True] * len(twins)
+            width = len(kinds)  # candidates per selector: categorical, then numerical means
+            per = max(1, AGGREGATE_BATCH // (width * d.valid.size))
+            for start in range(0, len(sels), per):
+                part = sels[start : start + per]
+                mats = np.stack([sel.matrix() for sel in part])
+                out, defined, bad = aggregate_runs(mats, vals, is_tok, d.valid)  # [S, M, n, T], [S, n, T], [S, M]
+                outs = np.concatenate([out, out[:, binary]], axis=1)  # per selector: categorical, then means
+                defs = np.concatenate([np.broadcast_to(defined[:, None], out.shape),
+                                       np.broadcast_to(d.valid, out[:, binary].shape)], axis=1)  # fmt: skip
+                skips = np.concatenate([bad, np.zeros((len(part), len(twins)), dtype=bool)], axis=1)
+
+                def make(m: int, part: list[Sel] = part) -> Expr:
+                    sel, r = part[m // width].expr, m % width
+                    if r < len(sops):
+                        return Expr("aggregate", (sel, sops[r].expr))
+                    return Expr("aggregate", (sel, twins[r - len(sops)]), numerical=True, default=0)
+
+                self.add_sops(make, s, outs.reshape(-1, *d.valid.shape), defs.reshape(-1, *d.valid.shape),
+                              kinds * len(part), flags * len(part), skips.reshape(-1))  # fmt: skip
 
     def grow_maps(self, s: int) -> None:
         """Indicators x == v of token-valued SOps, and x != v of the tokens at one size more."""
@@ -232,6 +247,13 @@ class Search(Bank):
                     if functional:
                         for fn in pair_fits(x, y, d):
                             self.try_program(Expr("sequence_map", (x.expr, y.expr), fn, numerical=self.task.numerical))
+
+
+def _select_ops(offsets: tuple[int, ...], ordered: bool, kind: str) -> tuple[str, ...]:
+    """The predicates of selectors with these offsets whose keys are of `kind`."""
+    if offsets != (0,):
+        return OFFSET_PREDS if kind == "num" else ()
+    return PREDS if (kind == "num" or ordered) else ("EQ", "NEQ")
 
 
 def search_program(task: ProgramTask) -> SearchResult:

@@ -10,20 +10,30 @@ and `blocks.{l}.attn.hook_pattern` [batch, head, query, key], `blocks.{l}.attn.h
 
 Heads listed in `ModelWeights.reshuffled_heads` get their pattern rewritten after the
 softmax (`reshuffle_pattern`); `hook_pattern` shows the rewritten pattern, the one used.
+
+While no hook is attached anywhere in the module (and no parameter asks for a
+gradient), `forward` and `forward_from_embeddings` take the fast path: tracr's zero
+blocks dropped and the rest fused (`interpbench.runtime_fused`), run in numpy when no
+gradient is asked for and the batch is small (`interpbench.runtime_numpy`), in torch
+otherwise (gradients w.r.t. the embeddings flow). Same numbers as the hooked modules up
+to float64 rounding (tested). Attaching a hook, by `hooks`, `run_with_cache` or torch's
+own `register_forward_hook` (or a pre- or backward hook, on any submodule or globally),
+switches back to the hooked modules for as long as it stays attached.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from interpbench.weights import RESHUFFLE_VALUE_ATOL, ModelWeights
-
-MASKED_LOGIT = -1e30  # tracr's value for masked attention logits
+from interpbench.runtime_fused import MASKED_LOGIT, FusedForward, FusedLayer, fuse_layer, reshuffle_pattern, used_cols
+from interpbench.runtime_numpy import FastPath
+from interpbench.weights import ModelWeights
 
 
 class HookPoint(nn.Module):
@@ -35,24 +45,6 @@ class HookPoint(nn.Module):
 
 def _param(a: np.ndarray) -> nn.Parameter:
     return nn.Parameter(torch.from_numpy(np.array(a, dtype=np.float64, copy=True)), requires_grad=False)
-
-
-def reshuffle_pattern(pattern: torch.Tensor, values: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-    """Torch twin of `interpbench.weights.reshuffle_pattern` (same rule, differentiable in `pattern`).
-
-    Args:
-        pattern: [b, q, s] softmax pattern of one head.
-        values: [b, s, d_head] its value vectors.
-        allowed: [b, q, s] bool, keys the query may attend to.
-
-    Returns:
-        The rewritten pattern [b, q, s]; gradients flow through `pattern` and the values.
-    """
-    diff = (values[:, :, None, :] - values[:, None, :, :]).abs()
-    same = (diff.amax(-1) if diff.shape[-1] else diff.sum(-1)) <= RESHUFFLE_VALUE_ATOL
-    same = same.to(pattern.dtype)
-    mass, count = pattern @ same, allowed.to(pattern.dtype) @ same
-    return torch.where(allowed, mass / count.clamp_min(1.0), torch.zeros_like(mass))
 
 
 class Attention(nn.Module):
@@ -108,6 +100,12 @@ class Block(nn.Module):
         for name in ("hook_resid_pre", "hook_attn_out", "hook_resid_mid", "hook_mlp_out", "hook_resid_post"):
             setattr(self, name, HookPoint())
 
+    def fused(self) -> FusedLayer:
+        """This layer's current parameters with their zero blocks dropped (the fast path's form)."""
+        a, m = self.attn, self.mlp
+        return fuse_layer((a.W_Q, a.b_q, a.W_K, a.b_k, a.W_V, a.b_v, a.W_O, a.b_o), (m.W_in, m.b_in, m.W_out, m.b_out),
+                          a.reshuffled)  # fmt: skip
+
     def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
         x = self.hook_resid_pre(x)
         x = self.hook_resid_mid(x + self.hook_attn_out(self.attn(x, allowed)))
@@ -136,22 +134,75 @@ class CompiledTransformer(nn.Module):
             Block(layer, weights.key_size, weights.reshuffled_in(l)) for l, layer in enumerate(weights.layers)
         )
         self.causal = weights.causal
+        # The very dicts torch registers hooks in: one is non-empty while a hook is attached.
+        self._hook_dicts = tuple(
+            d for m in self.modules()
+            for d in (m._forward_hooks, m._forward_pre_hooks, m._backward_hooks, m._backward_pre_hooks)
+        )  # fmt: skip
+        self._params = tuple(self.parameters())
+        self._fast: tuple[list[int], FastPath] | None = None  # parameter versions it was built from, and it
+
+    def hooked(self) -> bool:
+        """Whether any forward, pre- or backward hook is attached to this module, a submodule, or all modules.
+
+        Submodules are those present at construction (the runtime never replaces one).
+        """
+        g = nn.modules.module
+        return bool(
+            any(self._hook_dicts) or g._global_forward_hooks or g._global_forward_pre_hooks
+            or g._global_backward_hooks or g._global_backward_pre_hooks
+        )  # fmt: skip
+
+    def fast_path(self) -> FastPath | None:
+        """The fused forward of the current parameters, or None when the hooked modules must run.
+
+        They must while a hook is attached (it reads or replaces an activation) and while
+        a parameter asks for gradients (the fused weights are copies). The fused weights
+        are rebuilt when a parameter was changed in place since they were built.
+        """
+        if self.hooked():
+            return None
+        if torch.is_grad_enabled() and any(p.requires_grad for p in self._params):
+            return None
+        versions = [p._version for p in self._params]
+        if self._fast is None or self._fast[0] != versions:
+            # Built as normal tensors even when the first call comes under inference mode:
+            # inference tensors could never be saved for a later gradient.
+            with torch.inference_mode(False), torch.no_grad():
+                layers = tuple(block.fused() for block in self.blocks)
+                rows = used_cols(self.W_U)
+                unembed, pos = self.W_U.detach()[rows].contiguous(), self.W_pos.detach()
+            fused = FusedForward(layers, pos, rows, unembed, 1.0 / float(np.sqrt(self.weights.key_size)), self.causal)
+            self._fast = (versions, FastPath.of(fused))
+        return self._fast[1]
+
+    def _apply(self, *args: Any, **kwargs: Any) -> CompiledTransformer:
+        """`.to()`, `.double()` and the like may swap parameters: the fused weights are rebuilt on the next call."""
+        out = super()._apply(*args, **kwargs)
+        self._params, self._fast = tuple(self.parameters()), None
+        return out
 
     def key_mask(self, tokens: torch.Tensor) -> torch.Tensor:
         """True at real positions (not PAD)."""
         return tokens != self.weights.pad_id
 
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        fast = self.fast_path()
+        if fast is not None:
+            return fast.from_tokens(self.embed.weight, tokens, self.key_mask(tokens) if mask is None else mask.bool())
         return self.forward_from_embeddings(self.hook_embed(self.embed(tokens)), tokens, mask)
 
     def forward_from_embeddings(
         self, token_embeddings: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Forward from token embeddings [batch, pos, d_model] (for gradient methods)."""
+        """Forward from token embeddings [batch, pos, d_model] (for gradient methods; differentiable in them)."""
+        keys = self.key_mask(tokens) if mask is None else mask.bool()
+        fast = self.fast_path()
+        if fast is not None:
+            return fast(token_embeddings, keys)
         t = tokens.shape[1]
         pos = self.hook_pos_embed(self.W_pos[:t]).unsqueeze(0)
         x = token_embeddings + pos
-        keys = self.key_mask(tokens) if mask is None else mask.bool()
         allowed = keys[:, None, None, :]
         if self.causal:
             allowed = allowed & torch.ones(t, t, dtype=torch.bool, device=tokens.device).tril()

@@ -23,7 +23,7 @@ VOLATILE = ["created_at"]
 RECOMPUTED = ["created_at", "seconds"]  # a method run again takes its own time
 
 
-@method("counted_random", family="baseline", kinds=("token_relevance",))
+@method("counted_random", family="baseline", kinds=("token_relevance", "head_patterns"))
 class CountedRandom(Method):
     """Seeded random relevance that counts its calls (to see whether a run called it)."""
 
@@ -31,8 +31,7 @@ class CountedRandom(Method):
 
     def explain(self, case, *, seed: int = 0) -> Explanation:  # noqa: ANN001
         type(self).calls += 1
-        rng = np.random.default_rng(seed)
-        return Explanation(token_relevance=rng.random((len(case.tokens), case.n_positions, case.n_positions)))
+        return get_method("random")().explain(case, seed=seed)
 
 
 @pytest.fixture

@@ -261,3 +261,38 @@ def test_runtime_built_under_inference_mode_still_supports_autograd(compiled) ->
     out = cc.model.forward_from_embeddings(emb, torch.from_numpy(cc.tokens[:2]))
     out.sum().backward()
     assert emb.grad is not None
+
+
+def test_tracr_padded_forward_equals_its_forward_per_length(compiled) -> None:  # noqa: ANN001
+    import jax
+    import jax.numpy as jnp
+
+    from interpbench import compile as stage
+
+    case = compiled("tracr_lib/frac_prevs")
+    stages = stage.rasp_to_stages(case.case)
+    padded = stage.tracr_residuals(stages, case.tokens, case.weights.pad_id)
+    params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype=jnp.float64), stages.assembled.params)
+    for length in sorted(set(case.lengths.tolist()))[:3]:
+        rows = np.flatnonzero(case.lengths == length)
+        out = stages.assembled.forward(params, jnp.asarray(case.tokens[rows, : length + 1])).transformer_output
+        plain = [np.asarray(out.input_embeddings)] + [np.asarray(r) for r in out.residuals]
+        assert len(plain) == len(padded) == 1 + 2 * case.weights.n_layers
+        for mine, ref in zip(padded, plain):
+            np.testing.assert_allclose(mine[rows, : length + 1], ref, rtol=0, atol=1e-12)
+
+
+def test_verification_catches_a_residual_drift_that_leaves_outputs_right(compiled) -> None:  # noqa: ANN001
+    from interpbench import compile as stage
+    from interpbench.compiled import verify
+
+    case = compiled("tracr_lib/reverse")
+    stages = stage.rasp_to_stages(case.case)
+    assert verify(case, stages)["max_residual_error"] <= 1e-6
+    pos = case.weights.pos_embed.copy()
+    pos[1:, :] += 1e-4  # a drift of every residual direction, far below what flips a decoded output
+    drifted = dataclasses.replace(case, weights=dataclasses.replace(case.weights, pos_embed=pos))
+    assert np.array_equal(drifted.decode(drifted.model(torch.from_numpy(drifted.tokens)).detach().numpy())[case.output_mask()],
+                          case.outputs[case.output_mask()])  # fmt: skip
+    with pytest.raises(VerificationError, match="residual stream differs from tracr's"):
+        verify(drifted, stages)

@@ -15,7 +15,7 @@ from tracr.compiler import lib
 from tracr.rasp import rasp
 
 from interpbench import Case, Domain
-from interpbench.ground_truth import compute_ground_truth, head_patterns, token_relevance
+from interpbench.ground_truth import Substitutions, compute_ground_truth, head_patterns, token_relevance
 from interpbench.program import graph_json, relabel, walk
 
 T = 6  # max_seq_len 5 + BOS
@@ -296,3 +296,29 @@ def test_length_stored_pattern_keeps_bos(compiled) -> None:
         np.testing.assert_allclose(
             cc.truth.patterns[width.name][b], _length_pattern(int(n), cc.n_positions), atol=1e-15
         )
+
+
+# --- substitutions: each distinct sequence once ---------------------------------------
+
+
+def test_substitutions_list_each_sequence_once_across_inputs() -> None:
+    # "ab": position 0 -> "bb", position 1 -> "aa"; "bb": position 0 -> "ab" (input 0
+    # itself), position 1 -> "ba". Four distinct sequences for two inputs and four substitutions.
+    case = Case("t", "two", lambda: rasp.tokens, ("a", "b"), 2)
+    subs = Substitutions.enumerate(case, [["a", "b"], ["b", "b"]])
+    assert subs.sequences == [("a", "b"), ("b", "b"), ("a", "a"), ("b", "a")]
+    assert subs.base_rows.tolist() == [0, 1]
+    assert subs.input_ids.tolist() == [0, 0, 1, 1]
+    assert subs.positions.tolist() == [0, 1, 0, 1]
+    assert subs.rows.tolist() == [1, 2, 0, 3]
+
+
+def test_substitutions_leave_out_the_ones_outside_the_domain_but_keep_every_input() -> None:
+    # At most one "a": "aa" (from "ab" at position 1) is not listed; the input "aa" itself
+    # is evaluated all the same (its substitutions "ba" and "ab" are in the domain).
+    case = Case("t", "two", lambda: rasp.tokens, ("a", "b"), 2,
+                domain=Domain(predicate=lambda xs: list(xs).count("a") <= 1))  # fmt: skip
+    subs = Substitutions.enumerate(case, [["a", "b"], ["a", "a"]])
+    assert subs.sequences == [("a", "b"), ("b", "b"), ("a", "a"), ("b", "a")]
+    assert subs.input_ids.tolist() == [0, 1, 1] and subs.positions.tolist() == [0, 0, 1]
+    assert subs.rows.tolist() == [1, 3, 0]

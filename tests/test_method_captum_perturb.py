@@ -307,6 +307,46 @@ def test_memoised_forward_is_exact(small_cases: dict[str, CompiledCase]) -> None
         np.testing.assert_allclose(memo.token_relevance, plain.token_relevance, atol=1e-5)
 
 
+@pytest.mark.parametrize("case_name", ["reverse", "frac_prevs"])
+def test_surrogate_shortcuts_equal_captum(case_name: str, small_cases: dict[str, CompiledCase]) -> None:
+    """Our per-sample shortcuts (one torch.where, KernelShap's two weights made once, Lime's real-token count
+    per row) give captum's numbers bit for bit: captum's own transform, kernel and a per-sample similarity."""
+    import math
+
+    from captum._utils.models.linear_model import SkLearnRidge
+    from captum.attr import KernelShap as CaptumKernelShap
+    from captum.attr import Lime as CaptumLime
+    from captum.attr._core.lime import default_from_interp_rep_transform
+
+    from interpbench.methods import captum_surrogate as cs
+
+    case = small_cases[case_name]
+    pad = int(case.weights.pad_id)
+    fast = cs._block_sampled_kernel_shap()
+
+    class CaptumKernel(fast):  # type: ignore[misc, valid-type]
+        def __init__(self, forward: Callable[..., torch.Tensor]) -> None:
+            super().__init__(forward)
+            self.from_interp_rep_transform = default_from_interp_rep_transform
+
+        kernel_shap_similarity_kernel = CaptumKernelShap.kernel_shap_similarity_kernel
+
+    def similarity(original: torch.Tensor, _p: object, interpretable: torch.Tensor, **_: object) -> float:
+        n_real = int((original[0, 1:] != pad).sum())
+        kept = interpretable[0, :n_real].sum().item() / n_real
+        return math.exp(-((1.0 - kept) ** 2) / (2.0 * 0.5**2))
+
+    def plain_lime(forward: Callable[..., torch.Tensor]) -> object:
+        return CaptumLime(forward, interpretable_model=SkLearnRidge(alpha=1.0), similarity_func=similarity,
+                          perturb_func=cs._bernoulli_sampler())  # fmt: skip
+
+    for cls, make in ((KernelShap, CaptumKernel), (Lime, plain_lime)):
+        method = cls(n_samples=48, perturbations_per_eval=48)
+        ours = method.explain(case, seed=7).token_relevance
+        theirs = cs._row_attributions(case, 7, make, method.settings).token_relevance
+        assert ours.tobytes() == theirs.tobytes() and np.abs(ours).max() > 0
+
+
 def test_leave_one_out_on_reverse(reverse: CompiledCase) -> None:
     # reverse reads index length - 1 - i, with length = SelectorWidth(all-true selector).
     # Masking key e leaves length - 1 visible keys, so query i then reads index

@@ -144,3 +144,173 @@ def test_unknown_hook_name_suggests_a_close_one(compiled) -> None:
         with cc.model.hooks({"blocks.0.attn.hook_patern": lambda x: x}):
             pass
     assert all(len(m._forward_hooks) == 0 for m in cc.model.modules())
+
+
+# --- the fused fast path (no hook attached) equals the hooked modules --------------------------
+
+FAST_CASES = [
+    ("tracr_lib/sort", None),
+    ("tracr_lib/reverse", None),
+    ("tracr_lib/frac_prevs", None),  # numerical read-out
+    ("algorithmic/prev_token", None),  # causal
+    ("tracr_lib/reverse", "reshuffled_attention"),
+    ("algorithmic/prev_token", "reshuffled_attention"),  # causal and reshuffled
+    ("tracr_lib/sort", "split_head"),  # two heads per layer
+    ("tracr_lib/frac_prevs", "decoy_pair"),
+]
+
+
+def _case(compiled, name: str, variant: str | None):
+    from interpbench.twins import make_twin
+
+    cc = compiled(name)
+    return cc if variant is None else make_twin(cc, variant)
+
+
+def _observed(model):
+    """A no-op observer on the read-out: while attached, the hooked modules run."""
+    return model.hooks({"hook_logits": lambda _x: None})
+
+
+def _logits_and_embedding_grad(model, tokens: torch.Tensor, mask: torch.Tensor | None):
+    emb = model.embed(tokens).detach().clone().requires_grad_(True)
+    out = model.forward_from_embeddings(emb, tokens, mask)
+    weights = torch.linspace(-1.0, 1.0, out.numel(), dtype=torch.float64).view_as(out)
+    (out * weights).sum().backward()
+    return out.detach(), emb.grad
+
+
+@pytest.mark.parametrize(("name", "variant"), FAST_CASES)
+def test_fast_path_equals_the_hooked_modules(name: str, variant: str | None, compiled) -> None:
+    cc = _case(compiled, name, variant)
+    model = cc.model
+    tokens = torch.from_numpy(cc.tokens)
+    if variant == "reshuffled_attention":
+        assert model.weights.reshuffled_heads  # the rule really is in force
+    assert model.fast_path() is not None
+    fast = model(tokens)
+    with _observed(model):
+        assert model.fast_path() is None
+        hooked = model(tokens)
+    assert fast.shape == hooked.shape
+    assert (fast - hooked).abs().max() <= 1e-12
+    # A caller's own key mask (one more real key hidden): no gradient (numpy) and
+    # gradients w.r.t. the embeddings (torch), each against the hooked modules.
+    mask = model.key_mask(tokens)
+    mask[:, 1] = False
+    fast_masked = model(tokens, mask)
+    fast_out, fast_grad = _logits_and_embedding_grad(model, tokens, mask)
+    with _observed(model):
+        hooked_out, hooked_grad = _logits_and_embedding_grad(model, tokens, mask)
+    assert not torch.equal(hooked_out, hooked)  # the mask changed the forward
+    assert (fast_masked - hooked_out).abs().max() <= 1e-12
+    assert (fast_out - hooked_out).abs().max() <= 1e-12
+    assert hooked_grad.abs().max() > 0
+    assert (fast_grad - hooked_grad).abs().max() <= 1e-12
+
+
+def test_fast_path_drops_the_zero_blocks(compiled) -> None:
+    w = compiled("tracr_lib/sort").weights
+    # sort's first attention and last MLP read and write nothing: tracr left them empty.
+    assert not w.layers[0]["w_o"].any() and not w.layers[2]["w_out"].any()
+    assert w.layers[1]["w_o"].any() and w.layers[0]["w_out"].any()
+    fused = compiled("tracr_lib/sort").model.fast_path().fused
+    layers = fused.layers
+    assert [bool(l.heads) for l in layers] == [False, True, True]
+    assert [l.w_in is not None for l in layers] == [True, True, False]
+    # The read-out reads only the output's residual directions, sort_1:1..4 (a slice, no gather).
+    labels = w.residual_labels
+    assert fused.out_cols == slice(labels.index("sort_1:1"), labels.index("sort_1:4") + 1)
+    assert fused.unembed.shape == (4, 4)
+    # tracr's biases are zero: no bias is added.
+    assert all(l.qkv_bias is None and l.b_o is None and l.b_in is None and l.b_out is None for l in layers)
+    # The kept head reads as many query as key dimensions, fewer than the head's width.
+    head = layers[1].heads[0]
+    assert head.q.stop - head.q.start == head.k.stop - head.k.start < w.key_size
+
+
+def test_any_hook_switches_to_the_hooked_modules(compiled) -> None:
+    cc = compiled("tracr_lib/reverse")
+    model = cc.model
+    tokens = torch.from_numpy(cc.tokens)
+    before = model(tokens)
+    point = model.blocks[0].hook_resid_post
+    registrations = [
+        lambda: point.register_forward_hook(lambda _m, _i, out: torch.zeros_like(out)),
+        lambda: point.register_forward_pre_hook(lambda _m, args: (torch.zeros_like(args[0]),)),
+        lambda: torch.nn.modules.module.register_module_forward_hook(
+            lambda m, _i, out: torch.zeros_like(out) if m is point else None),
+    ]  # fmt: skip
+    for register in registrations:
+        handle = register()
+        try:
+            assert model.hooked() and model.fast_path() is None
+            zeroed = model(tokens)  # the hook's replacement is used
+        finally:
+            handle.remove()
+        assert not torch.equal(zeroed, before)
+        assert not model.hooked()
+        assert torch.equal(model(tokens), before)
+    handle = point.register_full_backward_hook(lambda _m, _gi, _go: None)
+    try:
+        assert model.fast_path() is None
+    finally:
+        handle.remove()
+    assert model.fast_path() is not None
+
+
+def test_fast_path_built_under_inference_mode_still_gives_gradients(compiled) -> None:
+    from interpbench.runtime import build_runtime
+
+    cc = compiled("tracr_lib/sort")
+    model = build_runtime(cc.weights)
+    tokens = torch.from_numpy(cc.tokens)
+    with torch.inference_mode():
+        model(tokens)  # the first call builds the fused weights
+    _, fast_grad = _logits_and_embedding_grad(model, tokens, None)
+    with _observed(model):
+        _, hooked_grad = _logits_and_embedding_grad(model, tokens, None)
+    assert (fast_grad - hooked_grad).abs().max() <= 1e-12 and hooked_grad.abs().max() > 0
+
+
+def test_fast_path_follows_in_place_weight_edits_and_parameter_gradients(compiled) -> None:
+    from interpbench.runtime import build_runtime
+
+    cc = compiled("tracr_lib/hist")
+    model = build_runtime(cc.weights)  # a private copy: its weights are edited below
+    tokens = torch.from_numpy(cc.tokens)
+    before = model(tokens)
+    with torch.no_grad():
+        model.W_U.mul_(2.0)
+    assert torch.equal(model(tokens), 2.0 * before)  # rebuilt from the edited read-out
+    with torch.no_grad():
+        model.blocks[0].mlp.W_out.zero_()
+    edited = model(tokens)
+    with _observed(model):
+        hooked = model(tokens)
+    assert not torch.allclose(edited, 2.0 * before)
+    assert (edited - hooked).abs().max() <= 1e-12
+    model.W_U.requires_grad_(True)  # a caller wants the read-out's gradient: only the modules give it
+    assert model.fast_path() is None
+    model(tokens).sum().backward()
+    assert model.W_U.grad is not None and model.W_U.grad.abs().sum() > 0
+    with torch.no_grad():
+        assert model.fast_path() is not None  # no gradient asked for
+
+
+def test_numpy_runs_small_batches_and_torch_big_ones_with_equal_numbers(compiled) -> None:
+    from interpbench.runtime_numpy import OPENBLAS_ONE_THREAD_MACS, fits_numpy
+
+    assert fits_numpy(OPENBLAS_ONE_THREAD_MACS // 8, 8) and not fits_numpy(OPENBLAS_ONE_THREAD_MACS // 8 + 1, 8)
+    cc = compiled("tracr_lib/reverse")
+    model = cc.model
+    small = torch.from_numpy(cc.tokens)
+    big = small.repeat(20, 1)
+    fast = model.fast_path()
+    assert fits_numpy(small.numel(), fast.widest) and not fits_numpy(big.numel(), fast.widest)
+    with torch.no_grad():
+        out_small, out_big = model(small), model(big)  # numpy, then the torch fused forward
+        with _observed(model):
+            hooked_big = model(big)
+    assert (out_big - hooked_big).abs().max() <= 1e-12
+    assert (out_big[: len(small)] - out_small).abs().max() <= 1e-12
