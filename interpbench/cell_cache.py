@@ -25,9 +25,6 @@ from __future__ import annotations
 import ast
 import functools
 import hashlib
-import importlib
-import importlib.util
-import inspect
 import json
 import os
 import shutil
@@ -95,26 +92,44 @@ def code_digest(module_name: str) -> str:
         name = todo.pop()
         if name in seen:
             continue
-        source = _source_of(name)
-        seen[name] = source
-        todo += _own_imports(name, source)
+        seen[name], imports = _read_module(name)
+        todo += imports
     h = hashlib.sha256()
     for name in sorted(seen):
         h.update(name.encode() + b"\0" + seen[name].encode() + b"\0")
     return h.hexdigest()
 
 
-def _source_of(name: str) -> str:
-    module = sys.modules.get(name)
-    if module is None:
-        try:
-            module = importlib.import_module(name)
-        except Exception:  # noqa: BLE001 - an unimportable name counts by name
-            return ""
-    try:
-        return inspect.getsource(module)
-    except (OSError, TypeError):
-        return ""
+@functools.lru_cache(maxsize=None)
+def _read_module(name: str) -> tuple[str, tuple[str, ...]]:
+    """(source, our modules it imports) of one module, read and parsed once per process."""
+    path = _module_file(name)
+    source = path.read_text() if path is not None else ""
+    return source, tuple(_own_imports(name, source))
+
+
+@functools.lru_cache(maxsize=None)
+def _module_file(name: str) -> Path | None:
+    """The source file of module `name`, found without importing it (None: not a module, e.g. a class).
+
+    A loaded module gives its `__file__`; otherwise the name is looked up as a file in
+    its parent package's folder, so asking costs no import (some of our modules import
+    torch or captum).
+    """
+    loaded = sys.modules.get(name)
+    if loaded is not None:
+        file = getattr(loaded, "__file__", None)
+        return Path(file) if file else None
+    parent, _, leaf = name.rpartition(".")
+    if not parent:
+        return None
+    folder = _module_file(parent)
+    if folder is None or folder.name != "__init__.py":  # the parent is not a package: `name` is an attribute
+        return None
+    for candidate in (folder.parent / f"{leaf}.py", folder.parent / leaf / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 def _own_imports(name: str, source: str) -> list[str]:
@@ -134,15 +149,7 @@ def _own_imports(name: str, source: str) -> list[str]:
                 base = ".".join([*package.split(".")[: len(package.split(".")) - node.level + 1], base]).strip(".")
             found.append(base)
             found += [f"{base}.{a.name}" for a in node.names]
-    return [m for m in found if m.split(".")[0] in OWN_PACKAGES and _is_module(m)]
-
-
-def _is_module(name: str) -> bool:
-    """Whether `name` is an importable module (not a class or function imported from one)."""
-    try:
-        return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError, AttributeError):
-        return False
+    return [m for m in found if m.split(".")[0] in OWN_PACKAGES and _module_file(m) is not None]
 
 
 def cell_key(compiled: CompiledCase, variant: str, method_cls: type[Method], params: dict[str, Any], seed: int) -> str:
@@ -177,8 +184,13 @@ def lookup(method: str, key: str) -> tuple[Explanation, float] | None:
         return None
 
 
-def store(method: str, key: str, cell_folder: Path, seconds: float) -> None:
-    """Copies a finished cell's explanation files into the cache under `key` (atomic: a folder rename)."""
+def store(method: str, key: str, cell_folder: Path, seconds: float, files: dict[str, str]) -> None:
+    """Puts a finished cell's explanation files into the cache under `key` (atomic: a folder rename).
+
+    Files are hard-linked where the cache and the run share a file system (both are only
+    ever replaced, never written in place), copied otherwise. `files` are their sha256,
+    as the cell recorded them.
+    """
     folder = entry_folder(method, key)
     if (folder / "entry.json").exists():
         return
@@ -186,8 +198,10 @@ def store(method: str, key: str, cell_folder: Path, seconds: float) -> None:
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{key}."))
     try:
         for name in EXPLANATION_FILES:
-            shutil.copyfile(cell_folder / name, tmp / name)
-        files = {n: file_sha256(tmp / n) for n in EXPLANATION_FILES}
+            try:
+                os.link(cell_folder / name, tmp / name)
+            except OSError:
+                shutil.copyfile(cell_folder / name, tmp / name)
         atomic_write_json(tmp / "entry.json", {"format": CACHE_FORMAT, "files": files, "seconds": seconds},
                           durable=False)  # fmt: skip
         try:

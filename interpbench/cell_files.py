@@ -67,17 +67,24 @@ def verified(folder: Path, meta: dict[str, Any]) -> bool:
         return False
 
 
-def write_finished(folder: Path, meta: dict[str, Any], explanation: Explanation, rows: list[dict[str, Any]]) -> None:
-    """Saves the explanation, then cell.json with its hashes and `rows` (JSON records; the finishing write)."""
+def write_finished(
+    folder: Path, meta: dict[str, Any], explanation: Explanation, rows: list[dict[str, Any]]
+) -> dict[str, str]:
+    """Saves the explanation, then cell.json with its hashes and `rows` (JSON records; the finishing write).
+
+    Returns:
+        The sha256 of each explanation file.
+    """
     explanation.save(folder, durable=False)
-    write_meta(folder, meta, rows)
+    return write_meta(folder, meta, rows)
 
 
-def write_meta(folder: Path, meta: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+def write_meta(folder: Path, meta: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, str]:
     """(Re)writes cell.json for the explanation already in `folder`, with `rows` (JSON records) and the files' hashes."""
     files = {name: file_sha256(folder / name) for name in EXPLANATION_FILES}
     atomic_write_json(folder / "cell.json", {**meta, "files": files, "rows": rows}, durable=False, indent=None)
     (folder / LEGACY_ROWS).unlink(missing_ok=True)
+    return files
 
 
 def cell_rows(folder: Path, meta: dict[str, Any]) -> pd.DataFrame:

@@ -261,6 +261,7 @@ def _compile_fresh(case: Case, key: str) -> CompiledCase:
     info = verify(compiled, stages)
     info.update({"tracr_version": stage.tracr_version(), "n_layers": weights.n_layers,
                  "n_heads": weights.n_heads, "d_model": weights.d_model})  # fmt: skip
+    stage.release_jax_memory()
     return dataclasses.replace(compiled, info=info)
 
 

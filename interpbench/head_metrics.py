@@ -194,28 +194,19 @@ def replaced_outputs_correct(compiled: CompiledCase, replacements: dict[str, np.
     n, t = rows.shape
     keys = np.arange(t)[None, :] <= np.asarray(compiled.lengths)[:, None]
     live = rows[:, :, None] & keys[:, None, :]
-    replace = torch.from_numpy(rows)[:, :, None]
-    by_layer: dict[int, list[tuple[slice, int, torch.Tensor]]] = {}
+    k_total = len(replacements)
+    replace: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
     finite = {}
     for k, (head, pattern) in enumerate(replacements.items()):
         comp = compiled.truth.component(head)
         finite[head] = np.where(live, np.isfinite(pattern), True).all(axis=(1, 2))
-        new = torch.from_numpy(np.where(live, np.nan_to_num(pattern), 0.0))
-        by_layer.setdefault(comp.layer, []).append((slice(k * n, (k + 1) * n), comp.head, new))
-
-    def swap(todo: list[tuple[slice, int, torch.Tensor]]) -> Callable[[torch.Tensor], torch.Tensor]:
-        def fn(out: torch.Tensor) -> torch.Tensor:
-            out = out.clone()
-            for part, h, new in todo:
-                out[part, h] = torch.where(replace, new.to(out.dtype), out[part, h])
-            return out
-
-        return fn
-
-    tokens = torch.from_numpy(np.tile(np.asarray(compiled.tokens, dtype=np.int64), (len(replacements), 1)))
-    hooks = {f"blocks.{layer}.attn.hook_pattern": swap(todo) for layer, todo in by_layer.items()}
-    with torch.no_grad(), compiled.model.hooks(hooks):
-        decoded = compiled.decode(compiled.model(tokens).numpy())
+        where = np.zeros((k_total * n, t, 1), dtype=bool)
+        where[k * n : (k + 1) * n] = rows[:, :, None]
+        new = np.zeros((k_total * n, t, t))
+        new[k * n : (k + 1) * n] = np.where(live, np.nan_to_num(pattern), 0.0)
+        replace[(comp.layer, comp.head)] = (torch.from_numpy(where), torch.from_numpy(new))
+    tokens = torch.from_numpy(np.tile(np.asarray(compiled.tokens, dtype=np.int64), (k_total, 1)))
+    decoded = compiled.decode(compiled.model.forward_with_patterns(tokens, replace).numpy())
     mask = compiled.output_mask()
     want = compiled.outputs[mask]
     tol = 0.0 if compiled.weights.categorical else NUMERIC_OUTPUT_ATOL

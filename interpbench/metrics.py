@@ -88,7 +88,7 @@ def metric(
     return register
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=16)
 def bootstrap_counts(seed: int, n: int, n_boot: int) -> np.ndarray:
     """[n_boot, n] how often each of `n` inputs is drawn in each resample under `seed` (kept, read-only).
 

@@ -78,16 +78,20 @@ def _try_evaluate(program: rasp.SOp, xs: Sequence[Any]) -> list[Any] | None:
     return out if len(out) == len(xs) else None
 
 
-def accuracy_rows(recovered: rasp.SOp | None, truth: rasp.SOp, inputs: Sequence[Sequence[Any]]) -> np.ndarray:
+def accuracy_rows(
+    recovered: rasp.SOp | None, truth: rasp.SOp, inputs: Sequence[Sequence[Any]],
+    wanted: Sequence[list[Any] | None] | None = None,
+) -> np.ndarray:
     """Per input: 1.0 if `recovered` equals `truth` wherever the truth is defined, else 0.0.
 
     Positions where the truth is None are not compared; an input where the truth is
     defined nowhere (or the truth itself raises) is NaN (undefined, counted). A missing
-    program, one that raises, or one with a wrong output length scores 0.
+    program, one that raises, or one with a wrong output length scores 0. `wanted` may
+    hold the truth's outputs on `inputs` (`_try_evaluate`), computed once per case.
     """
     out = np.zeros(len(inputs))
     for b, xs in enumerate(inputs):
-        want = _try_evaluate(truth, xs)
+        want = _try_evaluate(truth, xs) if wanted is None else wanted[b]
         if want is None or all(w is None for w in want):
             out[b] = np.nan
             continue
@@ -206,7 +210,7 @@ def _programs(explanation: Explanation, compiled: CompiledCase) -> tuple[rasp.SO
 
     if explanation.program is None:
         raise ValueError("explanation has no program")
-    truth = _reference(compiled)[0]
+    truth = _reference(compiled).truth
     if explanation.program.get("status", "found") != "found":
         return None, truth
     try:
@@ -216,40 +220,58 @@ def _programs(explanation: Explanation, compiled: CompiledCase) -> tuple[rasp.SO
     return recovered, truth
 
 
-_REFERENCES: dict[str, tuple[rasp.SOp, list[list[Any]], list[list[Any]]]] = {}
+@dataclasses.dataclass(frozen=True)
+class Reference:
+    """What the program metrics compare with, built once per case.
+
+    Attributes:
+        truth: The true program (relabelled).
+        inputs: The held-out inputs (`held_out_inputs`).
+        wanted: The truth's output on each input, or None where it raises.
+        defined: The inputs where the truth evaluates.
+    """
+
+    truth: rasp.SOp
+    inputs: list[list[Any]]
+    wanted: list[list[Any] | None]
+    defined: list[list[Any]]
 
 
-def _reference(compiled: CompiledCase) -> tuple[rasp.SOp, list[list[Any]], list[list[Any]]]:
-    """(true program, held-out inputs, those where the truth evaluates), once per compiled case.
+_REFERENCES: dict[tuple[str, bytes], Reference] = {}
 
-    Both program metrics of every program cell of a case need the same reference; building
-    it samples the longer inputs and evaluates the truth, so it is kept for the last few
-    cases (keyed by the compiled case's content hash).
+
+def _reference(compiled: CompiledCase) -> Reference:
+    """The reference of the compiled case's program, kept for the last few cases.
+
+    Every program cell of a case, on the base model and on every twin (same program, same
+    evaluation inputs), needs the same reference; building it samples the longer inputs
+    and evaluates the truth on each.
     """
     from interpbench.program import relabel
 
-    if compiled.key not in _REFERENCES:
+    key = (compiled.case.full_name, np.asarray(compiled.tokens).tobytes())
+    if key not in _REFERENCES:
         truth = relabel(compiled.case.program())
         inputs = held_out_inputs(compiled.case, compiled)
-        defined = [xs for xs in inputs if _try_evaluate(truth, xs) is not None]
+        wanted = [_try_evaluate(truth, xs) for xs in inputs]
+        defined = [xs for xs, w in zip(inputs, wanted) if w is not None]
         while len(_REFERENCES) >= 4:
             _REFERENCES.pop(next(iter(_REFERENCES)))
-        _REFERENCES[compiled.key] = (truth, inputs, defined)
-    return _REFERENCES[compiled.key]
+        _REFERENCES[key] = Reference(truth, inputs, wanted, defined)
+    return _REFERENCES[key]
 
 
 @metric("program_accuracy", level="program", kind="program", higher_is_better=True, low=0.0, high=1.0)
 def program_accuracy(explanation: Explanation, compiled: CompiledCase) -> RowScores:
     """Share of held-out inputs (incl. 2 lengths beyond max_seq_len) where the program's output equals the truth."""
     recovered, truth = _programs(explanation, compiled)
-    inputs = _reference(compiled)[1]
-    return RowScores(accuracy_rows(recovered, truth, inputs), np.arange(len(inputs), dtype=np.int64))
+    ref = _reference(compiled)
+    return RowScores(accuracy_rows(recovered, truth, ref.inputs, ref.wanted), np.arange(len(ref.inputs), dtype=np.int64))
 
 
 @metric("program_exact", level="program", kind="program", higher_is_better=True, low=0.0, high=1.0)
 def program_exact(explanation: Explanation, compiled: CompiledCase) -> RowScores:
     """1 if the program has the same attention operations and selectors as the truth up to renaming, else 0."""
     recovered, truth = _programs(explanation, compiled)
-    inputs = _reference(compiled)[2]
-    exact = recovered is not None and same_structure(recovered, truth, inputs)
+    exact = recovered is not None and same_structure(recovered, truth, _reference(compiled).defined)
     return RowScores(np.array([float(exact)]), np.zeros(1, dtype=np.int64))

@@ -42,6 +42,7 @@ def rescore(run_dir: Path) -> pd.DataFrame:
     if fmt > RUN_FORMAT:
         raise BadInputError(f"{run_dir} has run format {fmt}; this interpbench reads up to {RUN_FORMAT}")
     current: tuple[tuple[str, str], CompiledCase] | None = None
+    now = provenance()  # once: it reads package metadata and asks git
     scored: list[tuple[Path, dict[str, Any], list[dict[str, Any]]]] = []
     for meta_path in sorted((run_dir / "cells").glob("*/*/*/*/cell.json")):
         meta = _read(meta_path, lambda p: json.loads(p.read_text()))
@@ -55,7 +56,7 @@ def rescore(run_dir: Path) -> pd.DataFrame:
             current = ((cell.case, cell.variant), _read(source, lambda p, c=case: CompiledCase.load(c, p)))
         explanation = _read(folder, Explanation.load)
         old = _read(folder / "cell.json", lambda _p, f=folder, m=meta: cell_rows(f, m))
-        info: dict[str, Any] = {k: old[k].iloc[0] for k in provenance() if k in old.columns and len(old)} or provenance()
+        info: dict[str, Any] = {k: old[k].iloc[0] for k in now if k in old.columns and len(old)} or now
         base = _read(folder, lambda _p, c=cell: base_explanation(c, run_dir))
         rows = score_explanation(explanation, current[1], cell, get_method(cell.method), meta["params"],
                                  meta["seconds"], info, base)  # fmt: skip

@@ -153,14 +153,22 @@ def run_cell(
     else:
         explanation, seconds = hit
     rows = score_explanation(explanation, compiled, cell, method_cls, params, seconds, info, base_explanation(cell, run_dir))
-    write_finished(folder, {
+    files = write_finished(folder, {
         **dataclasses.asdict(cell), "family": method_cls.family, "method_version": method_cls.version,
         "params": params, "seconds": seconds, "status": "ok", "case_key": compiled.key, "cell_key": key,
         "reused": hit is not None,
     }, explanation, rows)  # fmt: skip
     if hit is None:
-        cell_cache.store(cell.method, key, folder, seconds)
+        cell_cache.store(cell.method, key, folder, seconds, files)
+    if cell.variant == BASE:  # its twins, later in this process, compare with it
+        _BASES[folder] = (files, explanation)
+        while len(_BASES) > BASES_KEPT:
+            _BASES.pop(next(iter(_BASES)))
     return rows
+
+
+BASES_KEPT = 64  # a case's base explanations, one per method: its twin cells follow them
+_BASES: dict[Path, tuple[dict[str, str], Explanation]] = {}
 
 
 def base_explanation(cell: Cell, run_dir: Path) -> Explanation | None:
@@ -171,6 +179,9 @@ def base_explanation(cell: Cell, run_dir: Path) -> Explanation | None:
     meta = read_meta(folder)
     if meta is None or meta.get("status") != "ok":
         return None
+    kept = _BASES.get(folder)
+    if kept is not None and kept[0] == meta.get("files"):
+        return kept[1]  # the one this process wrote there (the same files)
     return Explanation.load(folder)
 
 

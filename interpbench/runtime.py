@@ -210,6 +210,36 @@ class CompiledTransformer(nn.Module):
             x = block(x, allowed)
         return self.hook_logits(x @ self.W_U)
 
+    def forward_with_patterns(
+        self, tokens: torch.Tensor, replace: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]]
+    ) -> torch.Tensor:
+        """Read-out with some heads' attention rows replaced (no gradient), on the fast path when it may run.
+
+        Args:
+            tokens: [batch, pos] token ids.
+            replace: (layer, head) -> (where [batch, pos, 1] bool, rows [batch, pos, pos]):
+                that head's pattern takes `rows` at the query rows where `where` holds,
+                exactly as a hook on `blocks.{layer}.attn.hook_pattern` replacing them.
+        """
+        with torch.no_grad():
+            fast = self.fast_path()
+            keys = self.key_mask(tokens)
+            if fast is not None:
+                return fast.fused(nn.functional.embedding(tokens, self.embed.weight), keys, replace)
+
+            def swap(layer: int) -> Callable[[torch.Tensor], torch.Tensor]:
+                def fn(out: torch.Tensor) -> torch.Tensor:
+                    out = out.clone()
+                    for (l, h), (where, rows) in replace.items():
+                        if l == layer:
+                            out[:, h] = torch.where(where, rows.to(out.dtype), out[:, h])
+                    return out
+
+                return fn
+
+            with self.hooks({f"blocks.{l}.attn.hook_pattern": swap(l) for l in {l for l, _ in replace}}):
+                return self(tokens)
+
     def hook_names(self) -> list[str]:
         """Every hook point name, in forward order."""
         return [n for n, m in self.named_modules() if isinstance(m, HookPoint)]

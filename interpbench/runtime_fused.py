@@ -18,7 +18,7 @@ follows that noise's sign in either path, so gradients at such inputs may differ
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 
@@ -111,6 +111,7 @@ class FusedHead:
         out: Its output weights, rows of the kept value dimensions.
         reshuffled: Whether its pattern is rewritten by `reshuffle_pattern`; its values
             then keep every dimension that can be nonzero (the rule compares them).
+        index: Its head index in the layer.
     """
 
     q: slice
@@ -118,6 +119,7 @@ class FusedHead:
     v: slice
     out: Write
     reshuffled: bool = False
+    index: int = -1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,7 +184,7 @@ def fuse_layer(attn: Sequence[torch.Tensor], mlp: Sequence[torch.Tensor], reshuf
         biases += [b_q[h][qk], b_k[h][qk], b_v[h][v]]
         start = width + 2 * n_qk
         heads.append(FusedHead(slice(width, width + n_qk), slice(width + n_qk, start), slice(start, start + n_v),
-                               Write.of(w_o[h][v]), h in reshuffled))  # fmt: skip
+                               Write.of(w_o[h][v]), h in reshuffled, h))  # fmt: skip
         width = start + n_v
     qkv = torch.cat(cols, 1) if heads else None
     attn_cols = used_cols(qkv) if qkv is not None else slice(0, 0)
@@ -201,6 +203,9 @@ def fuse_layer(attn: Sequence[torch.Tensor], mlp: Sequence[torch.Tensor], reshuf
         mlp_out=Write.of(w_out[live]) if bool(live.any()) else None,
         b_out=_nonzero(b_out),
     )
+
+
+Replacements = Mapping[tuple[int, int], tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -223,12 +228,17 @@ class FusedForward:
     inv_scale: float
     causal: bool
 
-    def __call__(self, token_embeddings: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    def __call__(
+        self, token_embeddings: torch.Tensor, keys: torch.Tensor, replace: Replacements | None = None
+    ) -> torch.Tensor:
         """Read-out [batch, pos, n_out] from token embeddings [batch, pos, d_model] and the key mask [batch, pos].
 
         Differentiable in `token_embeddings` (the packed weights are constants). The
         residual stream is a fresh tensor, written in place; nothing autograd saves
-        reads it, so its in-place writes leave gradients intact.
+        reads it, so its in-place writes leave gradients intact. `replace` maps
+        (layer, head) to (where [batch, pos, 1] bool, rows [batch, pos, pos]): the head's
+        pattern (after any reshuffle) takes `rows` where `where` holds, as a hook on
+        `hook_pattern` would; a head this forward dropped adds zero whatever its pattern.
         """
         b, t, d = token_embeddings.shape
         x = (token_embeddings + self.pos_embed[:t]).reshape(b * t, d)
@@ -236,7 +246,7 @@ class FusedForward:
         if self.causal:
             allowed = allowed & torch.ones(t, t, dtype=torch.bool, device=keys.device).tril()
         bias = torch.zeros(allowed.shape, dtype=x.dtype, device=x.device).masked_fill_(~allowed, MASKED_LOGIT)
-        for layer in self.layers:
+        for li, layer in enumerate(self.layers):
             if layer.qkv is not None:
                 xs = read(x, layer.attn_cols)
                 qkv = xs @ layer.qkv if layer.qkv_bias is None else torch.addmm(layer.qkv_bias, xs, layer.qkv)
@@ -247,6 +257,9 @@ class FusedForward:
                     pattern, v = softmax(scores), qkv[:, :, head.v]
                     if head.reshuffled:
                         pattern = reshuffle_pattern(pattern, v, allowed.expand(b, t, t))
+                    if replace and (li, head.index) in replace:
+                        where, rows = replace[(li, head.index)]
+                        pattern = torch.where(where, rows.to(pattern.dtype), pattern)
                     add_product(x, head.out.cols, torch.bmm(pattern, v).view(b * t, -1), head.out.w)
             if layer.b_o is not None:
                 x += layer.b_o

@@ -126,5 +126,15 @@ def test_code_digest_follows_our_imports_including_those_inside_functions() -> N
     assert {"interpbench.explanation", "interpbench.storage", "interpbench.runtime"} <= found
     assert not {m for m in found if not m.startswith(("interpbench", "methods"))}
     assert "interpbench.explanation.Explanation" not in found  # a class, not a module
+    source, imports = cell_cache._read_module("interpbench.methods.captum_attr")
+    assert "integrated_gradients" in source and "interpbench.embedding_attribution" in imports
+    closure, todo = set(), ["interpbench.methods.captum_attr"]
+    while todo:
+        name = todo.pop()
+        if name not in closure:
+            closure.add(name)
+            todo += cell_cache._read_module(name)[1]
+    assert {"interpbench.runtime", "interpbench.path_attributions", "interpbench.explanation"} <= closure
+    assert all(cell_cache._read_module(name)[0] for name in closure)  # every module's source was read
     digest = cell_cache.code_digest("interpbench.methods.baselines")
     assert len(digest) == 64 and digest != cell_cache.code_digest("interpbench.methods.attention")

@@ -260,3 +260,16 @@ def test_wrong_spec_scores_below_one(compiled: Callable[[str], object]) -> None:
     ])  # fmt: skip
     assert _score("program_accuracy", forward, case).value < 0.5
     assert _score("program_exact", forward, case).value == 0.0
+
+
+def test_a_case_and_its_twins_share_one_reference_with_the_truths_outputs(compiled: Callable[[str], object]) -> None:
+    from interpbench.program_metrics import _reference, _try_evaluate
+    from interpbench.twins import make_twin
+
+    base = compiled("tracr_lib/reverse")
+    ref = _reference(base)
+    assert _reference(make_twin(base, "rotated")) is ref  # same program, same inputs: built once
+    assert ref.wanted == [_try_evaluate(ref.truth, xs) for xs in ref.inputs]
+    program = relabel(base.case.program())
+    np.testing.assert_array_equal(accuracy_rows(program, ref.truth, ref.inputs, ref.wanted),
+                                  accuracy_rows(program, ref.truth, ref.inputs))  # fmt: skip

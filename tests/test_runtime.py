@@ -314,3 +314,27 @@ def test_numpy_runs_small_batches_and_torch_big_ones_with_equal_numbers(compiled
             hooked_big = model(big)
     assert (out_big - hooked_big).abs().max() <= 1e-12
     assert (out_big[: len(small)] - out_small).abs().max() <= 1e-12
+
+
+@pytest.mark.parametrize("variant", ["base", "reshuffled_attention"])
+def test_replacing_patterns_on_the_fast_path_equals_the_hooked_modules(compiled, variant: str) -> None:  # noqa: ANN001
+    from interpbench.twins import make_twin
+
+    base = compiled("tracr_lib/reverse")
+    case = base if variant == "base" else make_twin(base, variant)
+    model, tokens = case.model, torch.from_numpy(case.tokens)
+    n, t = case.tokens.shape
+    rng = np.random.default_rng(0)
+    replace = {}
+    for l in range(case.weights.n_layers):
+        where = torch.from_numpy(rng.random((n, t, 1)) < 0.5)
+        replace[(l, 0)] = (where, torch.from_numpy(rng.random((n, t, t))))
+    assert model.fast_path() is not None
+    fast = model.forward_with_patterns(tokens, replace)
+    with model.hooks({"hook_embed": lambda x: None}):  # any hook: the hooked modules run
+        assert model.fast_path() is None
+        hooked = model.forward_with_patterns(tokens, replace)
+    assert float((fast - hooked).abs().max()) <= 1e-12
+    plain = model.forward_with_patterns(tokens, {})
+    assert float((plain - model(tokens)).abs().max()) <= 1e-12
+    assert float((fast - plain).abs().max()) > 1e-3  # the replacement changed the read-out
