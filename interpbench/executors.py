@@ -107,6 +107,7 @@ def groups_of(cells: Sequence[Cell]) -> list[list[Cell]]:
 
 
 _MODELS: dict[str, Any] = {}
+BLAS_THREADS_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 ENV_PREFIX = "INTERPBENCH_"
 
 
@@ -206,6 +207,10 @@ def _context() -> Any:
     """
     import multiprocessing
 
+    # One BLAS thread per worker, as torch gets one (run_group): a worker per core already
+    # fills the cores. The fork server reads this when it starts and loads numpy.
+    for var in BLAS_THREADS_ENV:
+        os.environ.setdefault(var, "1")
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(["interpbench.worker_preload"])
     return ctx
