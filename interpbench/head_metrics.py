@@ -164,6 +164,26 @@ def jsd(explanation: Explanation, compiled: CompiledCase) -> RowScores:
     return pattern_rows(explanation, compiled, jsd_rows)
 
 
+LOGIT_TIE_RTOL = 1e-9  # read-out classes within this share of the largest |logit| of the top one are tied
+
+
+def tied_argmax_share(logits: np.ndarray, want: np.ndarray) -> np.ndarray:
+    """Per row, the chance that an argmax drawn uniformly among tied maxima is class `want`.
+
+    A replaced pattern can leave two classes with the same logit (a uniform pattern
+    averages values into exact ties); which one `argmax` picks then depends on the last
+    bit of float rounding, so tied classes share the credit, as tied scores do elsewhere.
+
+    Args:
+        logits: [rows, classes] read-out.
+        want: [rows] the correct class.
+    """
+    top = logits.max(axis=-1, keepdims=True)
+    tol = LOGIT_TIE_RTOL * np.maximum(np.abs(logits).max(axis=-1, keepdims=True), 1.0)
+    tied = logits >= top - tol
+    return np.take_along_axis(tied, want[:, None], axis=-1)[:, 0] / tied.sum(axis=-1)
+
+
 def replaced_outputs_correct(compiled: CompiledCase, replacements: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Runs the model with one head's attention replaced by a predicted pattern, for each head given.
 
@@ -179,10 +199,11 @@ def replaced_outputs_correct(compiled: CompiledCase, replacements: dict[str, np.
         replacements: Truth head (`L{layer}H{head}`) -> its predicted attention [n, T, T].
 
     Returns:
-        Per head, [n_rows] float 1.0/0.0 over `compiled.output_mask()` rows in `np.nonzero`
-        order: whether the decoded output equals `compiled.outputs` (numerical within
-        NUMERIC_OUTPUT_ATOL); NaN for every row of an input whose replaced rows hold a
-        non-finite value.
+        Per head, [n_rows] over `compiled.output_mask()` rows in `np.nonzero` order: for a
+        categorical output the share of tied top classes that is the correct one
+        (`tied_argmax_share`: 1.0 or 0.0 without ties), for a numerical one 1.0 if within
+        NUMERIC_OUTPUT_ATOL of the truth, else 0.0; NaN for every row of an input whose
+        replaced rows hold a non-finite value.
     """
     import torch
 
@@ -206,13 +227,16 @@ def replaced_outputs_correct(compiled: CompiledCase, replacements: dict[str, np.
         new[k * n : (k + 1) * n] = np.where(live, np.nan_to_num(pattern), 0.0)
         replace[(comp.layer, comp.head)] = (torch.from_numpy(where), torch.from_numpy(new))
     tokens = torch.from_numpy(np.tile(np.asarray(compiled.tokens, dtype=np.int64), (k_total, 1)))
-    decoded = compiled.decode(compiled.model.forward_with_patterns(tokens, replace).numpy())
+    logits = compiled.model.forward_with_patterns(tokens, replace).numpy()
     mask = compiled.output_mask()
     want = compiled.outputs[mask]
-    tol = 0.0 if compiled.weights.categorical else NUMERIC_OUTPUT_ATOL
     out = {}
     for k, head in enumerate(replacements):
-        correct = (np.abs(decoded[k * n : (k + 1) * n][mask] - want) <= tol).astype(np.float64)
+        got = logits[k * n : (k + 1) * n][mask]
+        if compiled.weights.categorical:
+            correct = tied_argmax_share(got, want.astype(np.int64))
+        else:
+            correct = (np.abs(got[:, 0] - want) <= NUMERIC_OUTPUT_ATOL).astype(np.float64)
         out[head] = np.where(finite[head][np.nonzero(mask)[0]], correct, np.nan)
     return out
 

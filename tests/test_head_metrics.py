@@ -208,3 +208,13 @@ def test_one_forward_for_all_heads_equals_one_forward_per_head(compiled) -> None
         np.testing.assert_array_equal(together[head], alone)
     assert np.all(together[heads[0]] == 1.0) and together[heads[1]].mean() < 1.0
     assert replaced_outputs_correct(case, {}) == {}
+
+
+def test_tied_top_classes_share_the_credit() -> None:
+    from interpbench.head_metrics import tied_argmax_share
+
+    logits = np.array([[1.0, 3.0, 3.0], [1.0, 3.0, 2.0], [2.0, 2.0, 2.0 + 1e-12], [5.0, 1.0, 0.0]])
+    want = np.array([1, 1, 0, 1])
+    np.testing.assert_array_equal(tied_argmax_share(logits, want), [0.5, 1.0, 1 / 3, 0.0])
+    a = np.array([[0.0, 1.0, 1.0 + 1e-6]])  # a real difference is not a tie
+    assert tied_argmax_share(a, np.array([2]))[0] == 1.0 and tied_argmax_share(a, np.array([1]))[0] == 0.0
