@@ -228,13 +228,16 @@ class Reference:
         truth: The true program (relabelled).
         inputs: The held-out inputs (`held_out_inputs`).
         wanted: The truth's output on each input, or None where it raises.
-        defined: The inputs where the truth evaluates.
     """
 
     truth: rasp.SOp
     inputs: list[list[Any]]
     wanted: list[list[Any] | None]
-    defined: list[list[Any]]
+
+    @property
+    def defined(self) -> list[list[Any]]:
+        """The inputs where the truth evaluates."""
+        return [xs for xs, w in zip(self.inputs, self.wanted) if w is not None]
 
 
 _REFERENCES: dict[tuple[str, bytes], Reference] = {}
@@ -254,10 +257,9 @@ def _reference(compiled: CompiledCase) -> Reference:
         truth = relabel(compiled.case.program())
         inputs = held_out_inputs(compiled.case, compiled)
         wanted = [_try_evaluate(truth, xs) for xs in inputs]
-        defined = [xs for xs, w in zip(inputs, wanted) if w is not None]
         while len(_REFERENCES) >= 4:
             _REFERENCES.pop(next(iter(_REFERENCES)))
-        _REFERENCES[key] = Reference(truth, inputs, wanted, defined)
+        _REFERENCES[key] = Reference(truth, inputs, wanted)
     return _REFERENCES[key]
 
 

@@ -185,15 +185,6 @@ def base_explanation(cell: Cell, run_dir: Path) -> Explanation | None:
     return Explanation.load(folder)
 
 
-def parquet_bytes(df: pd.DataFrame) -> bytes:
-    """A DataFrame as Parquet file bytes (for atomic writes)."""
-    import io
-
-    buf = io.BytesIO()
-    df.to_parquet(buf, index=False)
-    return buf.getvalue()
-
-
 def is_done(cell: Cell, run_dir: Path, *, verify: bool = False) -> bool:
     """A cell is finished once its cell.json (written last) says ok, failed or not_applicable.
 
